@@ -1,0 +1,47 @@
+import { OpenAPIHono } from "@hono/zod-openapi";
+import { bodyLimit } from "hono/body-limit";
+import type { AppEnv, Limits } from "./env";
+import { ApiError, errorResponse, notFound, validationFailed } from "./errors";
+import { requireUser } from "./middleware/auth";
+import { corsForOrigins } from "./middleware/origins";
+import { conversationRoutes } from "./routes/conversations";
+import { metaRoutes } from "./routes/meta";
+
+/** The Worker's HTTP application for the given limits. */
+export function createApp(limits: Limits): OpenAPIHono<AppEnv> {
+  const app = new OpenAPIHono<AppEnv>({
+    defaultHook: (result) => {
+      if (!result.success) throw validationFailed(result.error);
+    },
+  });
+
+  app.use("*", corsForOrigins);
+  app.use("/v1/*", async (c, next) => {
+    c.set("limits", limits);
+    await next();
+  });
+  app.use(
+    "/v1/*",
+    bodyLimit({
+      maxSize: limits.bodyBytes,
+      onError: () => {
+        throw new ApiError("payload_too_large", `The body is over ${limits.bodyBytes} bytes`);
+      },
+    }),
+  );
+  app.use("/v1/*", requireUser);
+
+  metaRoutes(app);
+  conversationRoutes(app, limits);
+
+  app.openAPIRegistry.registerComponent("securitySchemes", "Bearer", {
+    type: "http",
+    scheme: "bearer",
+    bearerFormat: "JWT",
+  });
+  app.notFound(() => {
+    throw notFound();
+  });
+  app.onError((err, c) => errorResponse(c, err));
+  return app;
+}

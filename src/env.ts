@@ -1,0 +1,87 @@
+import type { ConversationRoom } from "./room";
+
+/** Bindings and variables of the Worker, as wrangler.toml and secrets declare them. */
+export interface Env {
+  DB: D1Database;
+  ROOMS: DurableObjectNamespace<ConversationRoom>;
+  APP_VERSION?: string;
+  AUTH_SECRET?: string;
+  AUTH_JWKS_URL?: string;
+  AUTH_ISSUER?: string;
+  AUTH_AUDIENCE?: string;
+  ALLOWED_ORIGINS?: string;
+  MAX_CONTENT_CHARS?: string;
+  MAX_CONTENT_BYTES?: string;
+  MAX_TITLE_CHARS?: string;
+  MAX_PARTICIPANTS?: string;
+  MAX_PAGE_SIZE?: string;
+  MAX_BODY_BYTES?: string;
+  MAX_FRAME_BYTES?: string;
+  SEND_BUCKET_SIZE?: string;
+  SEND_REFILL_PER_SECOND?: string;
+  MAX_SOCKETS_PER_USER?: string;
+  MAX_REPLAY?: string;
+  TICKET_TTL_SECONDS?: string;
+}
+
+/** What a request handler can rely on after authentication. */
+export interface AppEnv {
+  Bindings: Env;
+  Variables: { userId: string; limits: Limits };
+}
+
+export interface Limits {
+  contentChars: number;
+  contentBytes: number;
+  titleChars: number;
+  participants: number;
+  pageSize: number;
+  bodyBytes: number;
+  frameBytes: number;
+  sendBucketSize: number;
+  sendRefillPerSecond: number;
+  socketsPerUser: number;
+  replay: number;
+  ticketTtlSeconds: number;
+}
+
+export const DEFAULT_LIMITS: Limits = {
+  contentChars: 4000,
+  contentBytes: 16 * 1024,
+  titleChars: 200,
+  participants: 100,
+  pageSize: 100,
+  bodyBytes: 64 * 1024,
+  frameBytes: 32 * 1024,
+  sendBucketSize: 20,
+  sendRefillPerSecond: 5,
+  socketsPerUser: 10,
+  replay: 1000,
+  ticketTtlSeconds: 60,
+};
+
+const LIMIT_VARS: Record<keyof Limits, keyof Env> = {
+  contentChars: "MAX_CONTENT_CHARS",
+  contentBytes: "MAX_CONTENT_BYTES",
+  titleChars: "MAX_TITLE_CHARS",
+  participants: "MAX_PARTICIPANTS",
+  pageSize: "MAX_PAGE_SIZE",
+  bodyBytes: "MAX_BODY_BYTES",
+  frameBytes: "MAX_FRAME_BYTES",
+  sendBucketSize: "SEND_BUCKET_SIZE",
+  sendRefillPerSecond: "SEND_REFILL_PER_SECOND",
+  socketsPerUser: "MAX_SOCKETS_PER_USER",
+  replay: "MAX_REPLAY",
+  ticketTtlSeconds: "TICKET_TTL_SECONDS",
+};
+
+/** Reads the limits from `[vars]`; a missing or non-positive value falls back to the contract's default. */
+export function readLimits(env: Partial<Env>): Limits {
+  const limits = { ...DEFAULT_LIMITS };
+  for (const key of Object.keys(LIMIT_VARS) as (keyof Limits)[]) {
+    const raw = env[LIMIT_VARS[key]];
+    const value = typeof raw === "string" ? Number(raw) : Number.NaN;
+    if (Number.isFinite(value) && value > 0) limits[key] = value;
+  }
+  return limits;
+}

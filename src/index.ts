@@ -1,0 +1,15 @@
+import type { OpenAPIHono } from "@hono/zod-openapi";
+import { createApp } from "./app";
+import { type AppEnv, type Env, readLimits } from "./env";
+
+export { ConversationRoom } from "./room";
+
+// The limits come from `[vars]`, which are fixed for the life of an isolate: build the app once.
+let app: OpenAPIHono<AppEnv> | undefined;
+
+export default {
+  fetch(request, env, ctx) {
+    app ??= createApp(readLimits(env));
+    return app.fetch(request, env, ctx);
+  },
+} satisfies ExportedHandler<Env>;

@@ -1,0 +1,124 @@
+import { z } from "@hono/zod-openapi";
+import type { Limits } from "./env";
+
+// The zod schemas are the single truth for REST bodies, WebSocket frames and the OpenAPI document.
+// Those that depend on a configurable limit are made from the limits in force.
+
+export const USER_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
+export const LOCAL_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+export const UserId = z.string().regex(USER_ID, "not a valid user id");
+const Time = z.string().openapi({ example: "2026-11-25T12:00:00.000Z", format: "date-time" });
+const Seq = z.number().int().min(0);
+
+export const Participant = z
+  .object({
+    userId: z.string(),
+    role: z.enum(["owner", "member"]),
+    joinedAt: Time,
+    lastReadSeq: z.number().int(),
+    lastDeliveredSeq: z.number().int(),
+  })
+  .openapi("Participant");
+
+export const LastMessage = z
+  .object({ seq: z.number().int(), senderId: z.string(), preview: z.string(), createdAt: Time })
+  .openapi("LastMessage");
+
+export const Conversation = z
+  .object({
+    id: z.string(),
+    title: z.string().nullable(),
+    direct: z.boolean(),
+    createdBy: z.string(),
+    createdAt: Time,
+    updatedAt: Time,
+    lastSeq: z.number().int(),
+    lastMessage: LastMessage.nullable(),
+    participants: z.array(Participant),
+    unreadCount: z.number().int(),
+  })
+  .openapi("Conversation");
+
+export const Message = z
+  .object({
+    id: z.string(),
+    conversationId: z.string(),
+    seq: z.number().int(),
+    senderId: z.string(),
+    content: z.string(),
+    localId: z.string().nullable(),
+    createdAt: Time,
+    editedAt: Time.nullable(),
+    deletedAt: Time.nullable(),
+  })
+  .openapi("Message");
+
+export const ErrorBody = z
+  .object({
+    error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }),
+  })
+  .openapi("Error");
+
+export const ConversationPage = z
+  .object({ conversations: z.array(Conversation), nextCursor: z.string().nullable() })
+  .openapi("ConversationPage");
+
+export const ConversationIdParam = z.object({
+  id: z.string().openapi({ param: { name: "id", in: "path" }, example: "c7mQ3x0bT1q9yQ2kL0nZpA" }),
+});
+
+export type ConversationDto = z.infer<typeof Conversation>;
+export type ParticipantDto = z.infer<typeof Participant>;
+export type MessageDto = z.infer<typeof Message>;
+
+/** A whole number from a query string, within bounds. */
+const queryInt = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d{1,15}$/, "must be a whole number")
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max));
+
+/** The schemas whose bounds come from the configured limits. */
+export function limitedSchemas(limits: Limits) {
+  const title = z.string().trim().min(1).max(limits.titleChars);
+  const userIds = z
+    .array(UserId)
+    .min(1)
+    .max(limits.participants - 1)
+    .refine((ids) => new Set(ids).size === ids.length, "must not repeat a user");
+
+  const content = z
+    .string()
+    .min(1)
+    .max(limits.contentChars)
+    .refine((s) => s.trim().length > 0, "must not be only white space")
+    .refine((s) => new TextEncoder().encode(s).byteLength <= limits.contentBytes, {
+      message: `must be at most ${limits.contentBytes} bytes of UTF-8`,
+    });
+
+  return {
+    content,
+    createConversation: z
+      .strictObject({
+        participantIds: userIds,
+        title: title.nullable().optional(),
+        direct: z.boolean().optional(),
+      })
+      .refine((b) => !b.direct || b.participantIds.length === 1, {
+        message: "a direct conversation has exactly one other participant",
+        path: ["participantIds"],
+      })
+      .openapi("CreateConversation"),
+    addParticipants: z.strictObject({ userIds }).openapi("AddParticipants"),
+    listConversations: z.strictObject({
+      limit: queryInt(1, limits.pageSize).optional(),
+      cursor: z.string().max(200).optional(),
+    }),
+    pageLimit: queryInt(1, limits.pageSize),
+  };
+}
+
+export type LimitedSchemas = ReturnType<typeof limitedSchemas>;
+export { Seq };
