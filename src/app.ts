@@ -1,10 +1,12 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { bodyLimit } from "hono/body-limit";
+import { except } from "hono/combine";
 import type { AppEnv, Limits } from "./env";
 import { ApiError, errorResponse, notFound, validationFailed } from "./errors";
 import { requireUser } from "./middleware/auth";
 import { corsForOrigins } from "./middleware/origins";
 import { conversationRoutes } from "./routes/conversations";
+import { isTicketConnect, messageRoutes } from "./routes/messages";
 import { metaRoutes } from "./routes/meta";
 
 /** The Worker's HTTP application for the given limits. */
@@ -29,10 +31,15 @@ export function createApp(limits: Limits): OpenAPIHono<AppEnv> {
       },
     }),
   );
-  app.use("/v1/*", requireUser);
+  // The WebSocket route may authenticate with a single-use ticket instead, which it redeems itself.
+  app.use(
+    "/v1/*",
+    except((c) => isTicketConnect(c.req.path, c.req.query("ticket")), requireUser),
+  );
 
   metaRoutes(app);
   conversationRoutes(app, limits);
+  messageRoutes(app, limits);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "Bearer", {
     type: "http",

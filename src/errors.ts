@@ -31,7 +31,7 @@ export class ApiError extends Error {
     readonly code: ErrorCode,
     message: string,
     readonly details?: unknown,
-    /** Seconds, for `Retry-After` (429 and 503). */
+    /** Seconds, for `Retry-After` (429 and 503; rounded up there) and `retryAfterMs` of error frames. */
     readonly retryAfter?: number,
   ) {
     super(message);
@@ -88,6 +88,6 @@ export function isStorageUnavailable(err: unknown): boolean {
 export function errorResponse(c: Context, err: unknown): Response {
   const apiError = toApiError(err);
   if (apiError.code === "internal") console.error("unhandled error", err);
-  if (apiError.retryAfter !== undefined) c.header("Retry-After", String(apiError.retryAfter));
+  if (apiError.retryAfter !== undefined) c.header("Retry-After", String(Math.ceil(apiError.retryAfter)));
   return c.json(apiError.toBody(), apiError.status);
 }

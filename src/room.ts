@@ -1,5 +1,665 @@
 import { DurableObject } from "cloudflare:workers";
-import type { Env } from "./env";
+import { drizzle } from "drizzle-orm/d1";
+import type { Db } from "./db/conversations";
+import { findConversationFor } from "./db/conversations";
+import {
+  findMessageByLocalId,
+  findMessageBySeq,
+  historyPage,
+  type Outcome,
+  planCommit,
+  type Write,
+} from "./db/messages";
+import { batchSql } from "./db/raw";
+import { newId, type ParticipantRow, toParticipant } from "./domain/conversations";
+import {
+  ABUSE_STRIKES,
+  type Bucket,
+  catchUpPlan,
+  DELIVERED_FLUSH_MS,
+  IDLE_SOCKET_MS,
+  type MessageRow,
+  TYPING_TTL_MS,
+  takeToken,
+  toMessage,
+} from "./domain/messages";
+import { type Env, type Limits, readLimits } from "./env";
+import { ApiError, type ErrorCode, toApiError } from "./errors";
+import { type MessageDto, type MessageSchemas, messageSchemas, type ParticipantDto, type ServerFrame } from "./schemas";
 
-/** One conversation: its live sockets, the order of its messages, and their way into D1. */
-export class ConversationRoom extends DurableObject<Env> {}
+/** What an RPC to the room returns: errors travel as values, so the Worker can answer with their code. */
+export type RoomResult<T> =
+  | { ok: true; value: T }
+  | { ok: false; error: { code: ErrorCode; message: string; details?: unknown; retryAfter?: number } };
+
+/** Per-socket state, kept on the socket so that it survives hibernation. */
+interface Attachment {
+  userId: string;
+  /** False while the socket is catching up after `ready`; live broadcasts skip it until then. */
+  live: boolean;
+  lastSeenAt: number;
+}
+
+interface Pending {
+  write: Write;
+  origin: WebSocket | undefined;
+  resolve: (outcome: Outcome) => void;
+  reject: (error: ApiError) => void;
+}
+
+/** At most this many writes share one D1 batch (statements stay well under D1's limits). */
+const MAX_GROUP = 64;
+/** While sockets are open, the room wakes at least this often to find dead ones. */
+const SWEEP_MS = 60_000;
+const CATCH_UP_PAGE = 100;
+
+const K = { conversationId: "conversationId", delivered: "delivered", typing: "typing", ticket: "ticket:" } as const;
+
+const ok = <T>(value: T): RoomResult<T> => ({ ok: true, value });
+const fail = (error: ApiError): RoomResult<never> => ({
+  ok: false,
+  error: { code: error.code, message: error.message, details: error.details, retryAfter: error.retryAfter },
+});
+
+let schemaCache: { limits: Limits; schemas: MessageSchemas } | undefined;
+
+/**
+ * One conversation: its live sockets, the order of its messages, and their way into D1.
+ *
+ * Every ordered write (send, edit, delete, read and delivered markers) goes through one serialized commit
+ * loop that writes whatever arrived meanwhile as one D1 batch, then acks and broadcasts in seq order.
+ * Everything needed after an eviction lives in D1, in this object's storage, or on the sockets.
+ */
+export class ConversationRoom extends DurableObject<Env> {
+  /** The database; a field so that a test can put a failing one in its place. */
+  db: Db;
+  readonly #limits: Limits;
+  #pending: Pending[] = [];
+  #draining = false;
+  /** The highest committed seq, once known. */
+  #lastSeq: number | undefined;
+  #sockets: Map<WebSocket, Attachment> | undefined;
+  #buckets = new Map<string, Bucket>();
+  #strikes = new WeakMap<WebSocket, number>();
+  /** Seqs acked to a socket still catching up, so that its catch-up does not send them again. */
+  #ackedDuringCatchUp = new WeakMap<WebSocket, Set<number>>();
+  #alarmAt: number | null = null;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.db = drizzle(env.DB);
+    this.#limits = readLimits(env);
+    // `ping` is answered by the runtime, without waking the room.
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
+    void ctx.blockConcurrencyWhile(async () => {
+      this.#alarmAt = await ctx.storage.getAlarm();
+    });
+  }
+
+  // ---- Connecting ---------------------------------------------------------------------------------------
+
+  /** The WebSocket upgrade, forwarded by the Worker after it checked the user and their membership. */
+  override async fetch(request: Request): Promise<Response> {
+    const conversationId = request.headers.get("X-Conversation-Id") ?? "";
+    const userId = request.headers.get("X-User-Id") ?? "";
+    const since = Number(request.headers.get("X-Since") ?? "-1");
+    this.#remember(conversationId);
+
+    if (this.ctx.getWebSockets(userId).length >= this.#limits.socketsPerUser) {
+      return Response.json(
+        { error: { code: "rate_limited", message: `At most ${this.#limits.socketsPerUser} sockets per user` } },
+        { status: 429, headers: { "Retry-After": "5" } },
+      );
+    }
+    const found = await findConversationFor(this.db, conversationId, userId);
+    if (!found) return Response.json({ error: { code: "not_found", message: "Not found" } }, { status: 404 });
+    this.#lastSeq = Math.max(this.#lastSeq ?? 0, found.conversation.lastSeq);
+
+    const { 0: client, 1: server } = new WebSocketPair();
+    const wasOnline = this.#userSockets(userId).length > 0;
+    this.ctx.acceptWebSocket(server, [userId]);
+    this.#track(server, { userId, live: false, lastSeenAt: Date.now() });
+
+    const lastSeq = found.conversation.lastSeq;
+    this.#sendTo(server, {
+      type: "ready",
+      conversationId,
+      userId,
+      lastSeq,
+      participants: found.members.map(toParticipant),
+      online: this.#onlineUsers(),
+      typing: this.#typingUsers(Date.now()),
+    });
+    if (!wasOnline) this.#broadcast({ type: "presence", userId, online: true }, { exceptUser: userId });
+    // Without `since`, the client has everything up to `ready`'s lastSeq from REST: catch up from there.
+    this.ctx.waitUntil(this.#catchUp(server, since >= 0 ? since : lastSeq));
+    this.#scheduleAlarm(Date.now() + SWEEP_MS);
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  /** Sends what the socket missed (or `resync` past the replay limit), then makes it live, with no gap. */
+  async #catchUp(ws: WebSocket, since: number): Promise<void> {
+    const conversationId = this.#conversationId();
+    try {
+      const lastSeq = this.#lastSeq ?? 0;
+      if (catchUpPlan(since, lastSeq, this.#limits.replay) === "resync") {
+        this.#sendTo(ws, { type: "resync", fromSeq: since });
+        this.#setLive(ws);
+        return;
+      }
+      let cursor = since;
+      // Live broadcasts skip this socket until it is live, so read until the loop has nothing newer.
+      while (cursor < (this.#lastSeq ?? 0)) {
+        const { rows } = await historyPage(this.db, conversationId, { after: cursor, limit: CATCH_UP_PAGE });
+        if (rows.length === 0) break;
+        const acked = this.#ackedDuringCatchUp.get(ws);
+        for (const row of rows) {
+          if (!acked?.has(row.seq)) this.#sendTo(ws, { type: "message", message: toMessage(row) });
+        }
+        cursor = rows[rows.length - 1]?.seq ?? cursor;
+        this.#noteDelivered([this.#attachment(ws)?.userId], cursor);
+      }
+      this.#setLive(ws);
+    } catch (err) {
+      console.error("catch-up failed", err);
+      this.#sendTo(ws, { type: "error", code: "unavailable", message: "Catching up failed; reconnect" });
+      ws.close(1011, "catch-up failed");
+    }
+  }
+
+  // ---- Socket events ------------------------------------------------------------------------------------
+
+  override async webSocketMessage(ws: WebSocket, data: string | ArrayBuffer): Promise<void> {
+    const attachment = this.#attachment(ws);
+    if (!attachment) return;
+    if (typeof data !== "string") return ws.close(1003, "binary frames are not accepted");
+    if (data.length > this.#limits.frameBytes / 3 && byteLength(data) > this.#limits.frameBytes) {
+      return ws.close(1009, `frames are limited to ${this.#limits.frameBytes} bytes`);
+    }
+    this.#touch(ws, attachment);
+
+    let raw: unknown;
+    try {
+      raw = JSON.parse(data);
+    } catch {
+      return this.#refuse(ws, new ApiError("validation_failed", "A frame is one JSON object"));
+    }
+    const ref = localIdOf(raw);
+    const parsed = this.#schemas().clientFrame.safeParse(raw);
+    if (!parsed.success) {
+      const details = parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message }));
+      return this.#refuse(ws, new ApiError("validation_failed", "The frame is not valid", details), ref);
+    }
+    const frame = parsed.data;
+    switch (frame.type) {
+      case "send": {
+        const result = await this.#send(attachment.userId, frame.content, frame.localId, ws);
+        if (result.ok) {
+          this.#strikes.delete(ws);
+          if (result.value.status === 200)
+            this.#sendTo(ws, { type: "ack", localId: frame.localId, message: result.value.message });
+        } else {
+          this.#refuse(ws, toError(result), frame.localId);
+        }
+        return;
+      }
+      case "typing":
+        return this.#setTyping(attachment.userId, frame.typing);
+      case "read": {
+        const result = await this.#markRead(attachment.userId, frame.seq, ws);
+        if (!result.ok) this.#refuse(ws, toError(result));
+        return;
+      }
+    }
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    this.#closed(ws);
+    // Complete the closing handshake, or the client never sees its close event.
+    try {
+      ws.close(code === 1005 || code === 1006 ? 1000 : code, reason);
+    } catch {
+      // already closed
+    }
+  }
+
+  override async webSocketError(ws: WebSocket): Promise<void> {
+    this.#closed(ws);
+  }
+
+  // ---- RPC from the Worker ------------------------------------------------------------------------------
+
+  async sendMessage(input: {
+    conversationId: string;
+    senderId: string;
+    content: string;
+    localId: string | null;
+  }): Promise<RoomResult<{ status: 200 | 201; message: MessageDto }>> {
+    this.#remember(input.conversationId);
+    return this.#send(input.senderId, input.content, input.localId, undefined);
+  }
+
+  async editMessage(input: {
+    conversationId: string;
+    actorId: string;
+    seq: number;
+    content: string;
+  }): Promise<RoomResult<MessageDto>> {
+    this.#remember(input.conversationId);
+    const write: Write = {
+      kind: "edit",
+      actorId: input.actorId,
+      seq: input.seq,
+      content: input.content,
+      now: Date.now(),
+    };
+    return this.#changeMessage(write);
+  }
+
+  async deleteMessage(input: {
+    conversationId: string;
+    actorId: string;
+    seq: number;
+  }): Promise<RoomResult<MessageDto>> {
+    this.#remember(input.conversationId);
+    return this.#changeMessage({ kind: "delete", actorId: input.actorId, seq: input.seq, now: Date.now() });
+  }
+
+  async markRead(input: { conversationId: string; userId: string; seq: number }): Promise<RoomResult<ParticipantDto>> {
+    this.#remember(input.conversationId);
+    return this.#markRead(input.userId, input.seq, undefined);
+  }
+
+  async setTyping(input: { conversationId: string; userId: string; typing: boolean }): Promise<void> {
+    this.#remember(input.conversationId);
+    this.#setTyping(input.userId, input.typing);
+  }
+
+  async issueTicket(input: { conversationId: string; userId: string }): Promise<{ ticket: string; expiresAt: number }> {
+    this.#remember(input.conversationId);
+    const now = Date.now();
+    const kv = this.ctx.storage.kv;
+    for (const [key, value] of kv.list<{ expiresAt: number }>({ prefix: K.ticket, limit: 100 })) {
+      if (value.expiresAt <= now) kv.delete(key);
+    }
+    const ticket = `${newId()}${newId()}`;
+    const expiresAt = now + this.#limits.ticketTtlSeconds * 1000;
+    kv.put(K.ticket + ticket, { userId: input.userId, expiresAt });
+    return { ticket, expiresAt };
+  }
+
+  /** The user a ticket was issued to, once: a ticket is deleted as it is redeemed. */
+  async redeemTicket(ticket: string): Promise<string | null> {
+    const key = K.ticket + ticket;
+    const value = this.ctx.storage.kv.get<{ userId: string; expiresAt: number }>(key);
+    if (!value) return null;
+    this.ctx.storage.kv.delete(key);
+    return value.expiresAt > Date.now() ? value.userId : null;
+  }
+
+  /** After participants were added or removed in D1: tell every socket, and close the removed users' sockets. */
+  async participantsChanged(input: {
+    conversationId: string;
+    participants: ParticipantDto[];
+    removed: string[];
+  }): Promise<void> {
+    this.#remember(input.conversationId);
+    for (const userId of input.removed) {
+      for (const ws of this.#userSockets(userId)) {
+        this.#closed(ws);
+        ws.close(4403, "removed from the conversation");
+      }
+    }
+    this.#broadcast({ type: "participants", participants: input.participants });
+  }
+
+  // ---- Writes -------------------------------------------------------------------------------------------
+
+  async #send(
+    senderId: string,
+    content: string,
+    localId: string | null,
+    origin: WebSocket | undefined,
+  ): Promise<RoomResult<{ status: 200 | 201; message: MessageDto }>> {
+    const now = Date.now();
+    const taken = takeToken(
+      this.#buckets.get(senderId),
+      { size: this.#limits.sendBucketSize, refillPerSecond: this.#limits.sendRefillPerSecond },
+      now,
+    );
+    this.#buckets.set(senderId, taken.bucket);
+    if (!taken.allowed) {
+      return fail(new ApiError("rate_limited", "Too many messages; slow down", undefined, taken.retryAfterMs / 1000));
+    }
+    try {
+      const outcome = await this.#commit({ kind: "send", id: newId(), senderId, content, localId, now }, origin);
+      if (outcome) return ok({ status: 201, message: toMessage(outcome as MessageRow) });
+      // Nothing inserted: the (sender, localId) exists already, or the sender is no longer a participant.
+      const original = localId ? await findMessageByLocalId(this.db, this.#conversationId(), senderId, localId) : null;
+      if (!original) return fail(new ApiError("not_found", "Not found"));
+      if (original.content !== content) {
+        return fail(new ApiError("idempotency_conflict", "This localId was used for other content"));
+      }
+      return ok({ status: 200, message: toMessage(original) });
+    } catch (err) {
+      return fail(toApiError(err));
+    }
+  }
+
+  async #changeMessage(write: Extract<Write, { kind: "edit" | "delete" }>): Promise<RoomResult<MessageDto>> {
+    try {
+      const outcome = (await this.#commit(write, undefined)) as MessageRow | null;
+      if (outcome) return ok(toMessage(outcome));
+      const message = await findMessageBySeq(this.db, this.#conversationId(), write.seq);
+      const member = await findConversationFor(this.db, this.#conversationId(), write.actorId);
+      if (!message || !member) return fail(new ApiError("not_found", "Not found"));
+      if (message.deletedAt !== null) return fail(new ApiError("forbidden", "A deleted message cannot be edited"));
+      return fail(
+        new ApiError(
+          "forbidden",
+          write.kind === "edit" ? "Only the sender can edit a message" : "Only the sender or an owner can delete",
+        ),
+      );
+    } catch (err) {
+      return fail(toApiError(err));
+    }
+  }
+
+  async #markRead(userId: string, seq: number, origin: WebSocket | undefined): Promise<RoomResult<ParticipantDto>> {
+    try {
+      const outcome = (await this.#commit({ kind: "read", userId, seq }, origin)) as ParticipantRow | null;
+      return outcome ? ok(toParticipant(outcome)) : fail(new ApiError("not_found", "Not found"));
+    } catch (err) {
+      return fail(toApiError(err));
+    }
+  }
+
+  /** Queues a write for the commit loop; resolves once it is durable in D1 and announced. */
+  #commit(write: Write, origin: WebSocket | undefined): Promise<Outcome> {
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ write, origin, resolve, reject });
+      if (!this.#draining) void this.#drain();
+    });
+  }
+
+  /**
+   * The commit loop: one D1 batch at a time, each holding everything that arrived while the previous one was
+   * in flight (group commit). Acks and broadcasts follow a batch's success in its order, so every socket sees
+   * seq ascending; a failed batch stores nothing, consumes no seq and announces nothing.
+   */
+  async #drain(): Promise<void> {
+    this.#draining = true;
+    try {
+      while (this.#pending.length > 0) {
+        const group = this.#pending.splice(0, MAX_GROUP);
+        const plan = planCommit(
+          this.#conversationId(),
+          group.map((p) => p.write),
+        );
+        let results: unknown[][];
+        try {
+          results = await batchSql(this.db, plan.statements);
+        } catch (err) {
+          const error = toApiError(err);
+          if (error.code === "internal") console.error("commit failed", err);
+          for (const p of group) p.reject(error);
+          continue;
+        }
+        const outcomes = plan.outcomes(results);
+        group.forEach((p, i) => {
+          const outcome = outcomes[i] ?? null;
+          this.#announce(p, outcome);
+          p.resolve(outcome);
+        });
+      }
+    } finally {
+      this.#draining = false;
+    }
+  }
+
+  /** Tells the sockets what a committed write changed. */
+  #announce({ write, origin }: Pending, outcome: Outcome): void {
+    if (!outcome) return;
+    switch (write.kind) {
+      case "send": {
+        const row = outcome as MessageRow;
+        this.#lastSeq = Math.max(this.#lastSeq ?? 0, row.seq);
+        const message = toMessage(row);
+        const recipients = this.#broadcast({ type: "message", message }, { except: origin });
+        if (origin && write.localId) {
+          this.#sendTo(origin, { type: "ack", localId: write.localId, message });
+          this.#ackedDuringCatchUp.get(origin)?.add(row.seq);
+        }
+        this.#noteDelivered(
+          recipients.filter((u) => u !== row.senderId),
+          row.seq,
+        );
+        return;
+      }
+      case "edit":
+      case "delete": {
+        const row = outcome as MessageRow;
+        const changed = write.kind === "edit" || row.deletedAt === write.now;
+        if (changed) this.#broadcast({ type: "message_updated", message: toMessage(row) });
+        return;
+      }
+      case "read":
+      case "delivered": {
+        const p = outcome as ParticipantRow;
+        this.#broadcast(
+          { type: "receipt", userId: p.userId, lastReadSeq: p.lastReadSeq, lastDeliveredSeq: p.lastDeliveredSeq },
+          { except: origin },
+        );
+        return;
+      }
+    }
+  }
+
+  // ---- Delivered markers, typing and dead sockets: kept in storage, settled by the alarm -----------------
+
+  /** Users whose sockets were sent messages up to `seq`; flushed to D1 and announced within a second. */
+  #noteDelivered(userIds: (string | undefined)[], seq: number): void {
+    const kv = this.ctx.storage.kv;
+    const pending = kv.get<Record<string, number>>(K.delivered) ?? {};
+    let changed = false;
+    for (const userId of userIds) {
+      if (userId && (pending[userId] ?? 0) < seq) {
+        pending[userId] = seq;
+        changed = true;
+      }
+    }
+    if (!changed) return;
+    kv.put(K.delivered, pending);
+    this.#scheduleAlarm(Date.now() + DELIVERED_FLUSH_MS);
+  }
+
+  #setTyping(userId: string, typing: boolean): void {
+    const now = Date.now();
+    const kv = this.ctx.storage.kv;
+    const until = kv.get<Record<string, number>>(K.typing) ?? {};
+    const wasTyping = (until[userId] ?? 0) > now;
+    if (typing) until[userId] = now + TYPING_TTL_MS;
+    else delete until[userId];
+    kv.put(K.typing, until);
+    // Refreshes are silent: only a change of state is broadcast.
+    if (typing !== wasTyping) this.#broadcast({ type: "typing", userId, typing }, { exceptUser: userId });
+    if (typing) this.#scheduleAlarm(now + TYPING_TTL_MS);
+  }
+
+  #typingUsers(now: number): string[] {
+    const until = this.ctx.storage.kv.get<Record<string, number>>(K.typing) ?? {};
+    return Object.keys(until).filter((u) => (until[u] ?? 0) > now);
+  }
+
+  override async alarm(): Promise<void> {
+    this.#alarmAt = null;
+    const now = Date.now();
+    const kv = this.ctx.storage.kv;
+
+    const until = kv.get<Record<string, number>>(K.typing) ?? {};
+    for (const [userId, at] of Object.entries(until)) {
+      if (at <= now) this.#setTyping(userId, false);
+    }
+
+    for (const [ws, attachment] of this.#all()) {
+      const pinged = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
+      if (Math.max(attachment.lastSeenAt, pinged) + IDLE_SOCKET_MS <= now) {
+        this.#closed(ws);
+        ws.close(1001, "no frame or ping for too long");
+      }
+    }
+
+    const delivered = kv.get<Record<string, number>>(K.delivered) ?? {};
+    if (Object.keys(delivered).length > 0) {
+      kv.delete(K.delivered);
+      const writes = Object.entries(delivered).map(([userId, seq]) =>
+        this.#commit({ kind: "delivered", userId, seq }, undefined),
+      );
+      const settled = await Promise.allSettled(writes);
+      if (settled.some((s) => s.status === "rejected")) {
+        // Keep them for the next try; markers only move forward, so writing them twice is harmless.
+        for (const [userId, seq] of Object.entries(delivered)) {
+          const current = kv.get<Record<string, number>>(K.delivered) ?? {};
+          if ((current[userId] ?? 0) < seq) kv.put(K.delivered, { ...current, [userId]: seq });
+        }
+        this.#scheduleAlarm(Date.now() + DELIVERED_FLUSH_MS);
+      }
+    }
+
+    const nextTyping = Math.min(...Object.values(kv.get<Record<string, number>>(K.typing) ?? {}));
+    if (Number.isFinite(nextTyping)) this.#scheduleAlarm(nextTyping);
+    if (this.#all().size > 0) this.#scheduleAlarm(Date.now() + SWEEP_MS);
+  }
+
+  #scheduleAlarm(at: number): void {
+    if (this.#alarmAt !== null && this.#alarmAt <= at) return;
+    this.#alarmAt = at;
+    void this.ctx.storage.setAlarm(at);
+  }
+
+  // ---- Sockets ------------------------------------------------------------------------------------------
+
+  /** The open sockets and their state; rebuilt from the attachments after a wake-up. */
+  #all(): Map<WebSocket, Attachment> {
+    if (!this.#sockets) {
+      this.#sockets = new Map();
+      for (const ws of this.ctx.getWebSockets()) {
+        const attachment = ws.deserializeAttachment() as Attachment | null;
+        if (attachment) this.#sockets.set(ws, attachment);
+      }
+    }
+    return this.#sockets;
+  }
+
+  #attachment(ws: WebSocket): Attachment | undefined {
+    return this.#all().get(ws);
+  }
+
+  #track(ws: WebSocket, attachment: Attachment): void {
+    ws.serializeAttachment(attachment);
+    this.#all().set(ws, attachment);
+  }
+
+  #setLive(ws: WebSocket): void {
+    const attachment = this.#attachment(ws);
+    this.#ackedDuringCatchUp.delete(ws);
+    if (attachment && !attachment.live) this.#track(ws, { ...attachment, live: true });
+  }
+
+  #touch(ws: WebSocket, attachment: Attachment): void {
+    const now = Date.now();
+    // Written back at most every few seconds: it only needs to be fresh enough for the idle sweep.
+    if (now - attachment.lastSeenAt > 5_000) this.#track(ws, { ...attachment, lastSeenAt: now });
+  }
+
+  #userSockets(userId: string): WebSocket[] {
+    return [...this.#all()].filter(([, a]) => a.userId === userId).map(([ws]) => ws);
+  }
+
+  #onlineUsers(): string[] {
+    return [...new Set([...this.#all().values()].map((a) => a.userId))];
+  }
+
+  /** A socket is gone: forget it, and when it was its user's last, they are offline and no longer typing. */
+  #closed(ws: WebSocket): void {
+    const attachment = this.#attachment(ws);
+    if (!attachment || !this.#all().delete(ws)) return;
+    const { userId } = attachment;
+    if (this.#userSockets(userId).length > 0) return;
+    if (this.#typingUsers(Date.now()).includes(userId)) this.#setTyping(userId, false);
+    this.#broadcast({ type: "presence", userId, online: false });
+  }
+
+  #sendTo(ws: WebSocket, frame: ServerFrame): void {
+    try {
+      ws.send(JSON.stringify(frame));
+    } catch {
+      this.#closed(ws);
+    }
+  }
+
+  /** Sends one frame, serialized once, to every live socket but the excluded; returns the users reached. */
+  #broadcast(frame: ServerFrame, skip: { except?: WebSocket | undefined; exceptUser?: string } = {}): string[] {
+    const text = JSON.stringify(frame);
+    const reached = new Set<string>();
+    for (const [ws, attachment] of this.#all()) {
+      if (!attachment.live || ws === skip.except || attachment.userId === skip.exceptUser) continue;
+      try {
+        ws.send(text);
+        reached.add(attachment.userId);
+      } catch {
+        this.#closed(ws);
+      }
+    }
+    return [...reached];
+  }
+
+  /** A refused frame: an error frame; a socket that keeps being refused sends is closed for abuse. */
+  #refuse(ws: WebSocket, error: ApiError, ref?: string): void {
+    const frame: ServerFrame = { type: "error", code: error.code, message: error.message };
+    if (ref !== undefined) frame.ref = ref;
+    if (error.code === "rate_limited" && error.retryAfter !== undefined)
+      frame.retryAfterMs = Math.ceil(error.retryAfter * 1000);
+    this.#sendTo(ws, frame);
+    if (error.code !== "rate_limited") return;
+    const strikes = (this.#strikes.get(ws) ?? 0) + 1;
+    this.#strikes.set(ws, strikes);
+    if (strikes >= ABUSE_STRIKES) {
+      this.#closed(ws);
+      ws.close(4429, "too many messages");
+    }
+  }
+
+  // ---- Identity -----------------------------------------------------------------------------------------
+
+  #remember(conversationId: string): void {
+    if (this.ctx.storage.kv.get(K.conversationId) !== conversationId) {
+      this.ctx.storage.kv.put(K.conversationId, conversationId);
+    }
+  }
+
+  #conversationId(): string {
+    return this.ctx.storage.kv.get<string>(K.conversationId) ?? "";
+  }
+
+  #schemas(): MessageSchemas {
+    if (schemaCache?.limits !== this.#limits)
+      schemaCache = { limits: this.#limits, schemas: messageSchemas(this.#limits) };
+    return schemaCache.schemas;
+  }
+}
+
+const byteLength = (text: string) => new TextEncoder().encode(text).byteLength;
+
+/** The localId a frame concerned, when it has one, for the `ref` of an error frame. */
+function localIdOf(raw: unknown): string | undefined {
+  if (typeof raw !== "object" || raw === null || !("localId" in raw)) return undefined;
+  return typeof raw.localId === "string" && raw.localId.length <= 64 ? raw.localId : undefined;
+}
+
+function toError(result: Extract<RoomResult<unknown>, { ok: false }>): ApiError {
+  const { code, message, details, retryAfter } = result.error;
+  return new ApiError(code, message, details, retryAfter);
+}
+
+export { toError as roomError };

@@ -9,7 +9,6 @@ export const LOCAL_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
 export const UserId = z.string().regex(USER_ID, "not a valid user id");
 const Time = z.string().openapi({ example: "2026-11-25T12:00:00.000Z", format: "date-time" });
-const Seq = z.number().int().min(0);
 
 export const Participant = z
   .object({
@@ -121,4 +120,64 @@ export function limitedSchemas(limits: Limits) {
 }
 
 export type LimitedSchemas = ReturnType<typeof limitedSchemas>;
-export { Seq };
+
+export const MessagePage = z.object({ messages: z.array(Message), hasMore: z.boolean() }).openapi("MessagePage");
+
+export const Ticket = z.object({ ticket: z.string(), expiresAt: Time }).openapi("Ticket");
+
+export const MessageSeqParam = ConversationIdParam.extend({
+  seq: z.string().openapi({ param: { name: "seq", in: "path" }, example: "42" }),
+});
+
+/** The schemas of message writes and of the frames a client may send, from the limits in force. */
+export function messageSchemas(limits: Limits) {
+  const { content, pageLimit } = limitedSchemas(limits);
+  const localId = z.string().regex(LOCAL_ID, "must be 1 to 64 letters, digits, _ or -");
+  const seq = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+  const querySeq = z
+    .string()
+    .regex(/^\d{1,15}$/, "must be a whole number")
+    .transform(Number);
+  return {
+    send: z.strictObject({ content, localId: localId.optional() }).openapi("SendMessage"),
+    edit: z.strictObject({ content }).openapi("EditMessage"),
+    read: z.strictObject({ seq }).openapi("MarkRead"),
+    typing: z.strictObject({ typing: z.boolean() }).openapi("Typing"),
+    history: z
+      .strictObject({ before: querySeq.optional(), after: querySeq.optional(), limit: pageLimit.optional() })
+      .refine((q) => q.before === undefined || q.after === undefined, {
+        message: "give before or after, not both",
+        path: ["after"],
+      }),
+    connect: z.strictObject({ ticket: z.string().max(200).optional(), since: querySeq.optional() }),
+    clientFrame: z.discriminatedUnion("type", [
+      z.strictObject({ type: z.literal("send"), localId, content }),
+      z.strictObject({ type: z.literal("typing"), typing: z.boolean() }),
+      z.strictObject({ type: z.literal("read"), seq }),
+    ]),
+  };
+}
+
+export type MessageSchemas = ReturnType<typeof messageSchemas>;
+export type ClientFrame = z.infer<MessageSchemas["clientFrame"]>;
+
+/** The frames the server sends on a conversation's socket. */
+export type ServerFrame =
+  | {
+      type: "ready";
+      conversationId: string;
+      userId: string;
+      lastSeq: number;
+      participants: ParticipantDto[];
+      online: string[];
+      typing: string[];
+    }
+  | { type: "message"; message: MessageDto }
+  | { type: "resync"; fromSeq: number }
+  | { type: "ack"; localId: string; message: MessageDto }
+  | { type: "message_updated"; message: MessageDto }
+  | { type: "typing"; userId: string; typing: boolean }
+  | { type: "presence"; userId: string; online: boolean }
+  | { type: "receipt"; userId: string; lastReadSeq: number; lastDeliveredSeq: number }
+  | { type: "participants"; participants: ParticipantDto[] }
+  | { type: "error"; code: string; message: string; ref?: string; retryAfterMs?: number };

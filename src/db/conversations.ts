@@ -1,9 +1,10 @@
 import { and, asc, desc, eq, inArray, sql } from "drizzle-orm";
 import type { DrizzleD1Database } from "drizzle-orm/d1";
 import type { ConversationRow, ListCursor, ParticipantRow } from "../domain/conversations";
+import { batchSql } from "./raw";
 import { conversations, participants } from "./schema";
 
-export type Db = DrizzleD1Database<Record<string, never>>;
+export type Db = DrizzleD1Database<Record<string, never>> & { $client: D1Database };
 
 const participantColumns = {
   conversationId: participants.conversationId,
@@ -38,6 +39,10 @@ const membersOf = (db: Db, conversationId: string) =>
     .from(participants)
     .where(eq(participants.conversationId, conversationId))
     .orderBy(asc(participants.joinedAt), asc(participants.userId));
+
+export async function findMembers(db: Db, conversationId: string): Promise<ParticipantRow[]> {
+  return membersOf(db, conversationId);
+}
 
 export interface NewConversation {
   id: string;
@@ -94,6 +99,15 @@ export async function findConversationFor(
   const conversation = rows[0];
   if (!conversation || !members.some((m) => m.userId === userId)) return null;
   return { conversation, members };
+}
+
+export async function conversationExists(db: Db, conversationId: string): Promise<boolean> {
+  const row = await db
+    .select({ id: conversations.id })
+    .from(conversations)
+    .where(eq(conversations.id, conversationId))
+    .get();
+  return row !== undefined;
 }
 
 export async function findMembership(db: Db, conversationId: string, userId: string): Promise<ParticipantRow | null> {
@@ -155,7 +169,6 @@ export async function listConversationsFor(
  * Adds the users who are not participants yet, all or none: one statement checks the participant limit
  * against the rows as they are when it runs, so concurrent additions cannot pass it together. New
  * participants start with their markers at the conversation's last message: history is not unread to them.
- * Returns how many were added.
  */
 export async function addParticipants(
   db: Db,
@@ -163,36 +176,33 @@ export async function addParticipants(
   userIds: string[],
   maxParticipants: number,
   now: number,
-): Promise<number> {
+): Promise<void> {
   const ids = JSON.stringify(userIds);
   const isNew = (alias: string) =>
     sql.raw(`NOT EXISTS (SELECT 1 FROM participants p WHERE p.conversation_id = c.id AND p.user_id = ${alias}.value)`);
-  const [inserted] = await db.batch([
-    db.run(sql`
+  await batchSql(db, [
+    sql`
       INSERT INTO participants (conversation_id, user_id, role, joined_at, last_read_seq, last_delivered_seq, activity_at)
       SELECT c.id, j.value, 'member', ${now}, c.last_seq, c.last_seq, ${now}
       FROM conversations c, json_each(${ids}) j
       WHERE c.id = ${conversationId} AND ${isNew("j")}
         AND (SELECT count(*) FROM participants p WHERE p.conversation_id = c.id)
-          + (SELECT count(*) FROM json_each(${ids}) k WHERE ${isNew("k")}) <= ${maxParticipants}`),
-    db.update(conversations).set({ updatedAt: now }).where(eq(conversations.id, conversationId)),
-    db.update(participants).set({ activityAt: now }).where(eq(participants.conversationId, conversationId)),
+          + (SELECT count(*) FROM json_each(${ids}) k WHERE ${isNew("k")}) <= ${maxParticipants}`,
+    sql`UPDATE conversations SET updated_at = ${now} WHERE id = ${conversationId}`,
+    sql`UPDATE participants SET activity_at = ${now} WHERE conversation_id = ${conversationId}`,
   ]);
-  return inserted.meta.changes ?? 0;
 }
 
 /** Removes a participant; when the last owner leaves, the longest-standing participant becomes owner. */
 export async function removeParticipant(db: Db, conversationId: string, userId: string): Promise<void> {
-  await db.batch([
-    db
-      .delete(participants)
-      .where(and(eq(participants.conversationId, conversationId), eq(participants.userId, userId))),
-    db.run(sql`
+  await batchSql(db, [
+    sql`DELETE FROM participants WHERE conversation_id = ${conversationId} AND user_id = ${userId}`,
+    sql`
       UPDATE participants SET role = 'owner'
       WHERE conversation_id = ${conversationId}
         AND user_id = (SELECT user_id FROM participants WHERE conversation_id = ${conversationId}
                        ORDER BY joined_at, user_id LIMIT 1)
-        AND NOT EXISTS (SELECT 1 FROM participants WHERE conversation_id = ${conversationId} AND role = 'owner')`),
+        AND NOT EXISTS (SELECT 1 FROM participants WHERE conversation_id = ${conversationId} AND role = 'owner')`,
   ]);
 }
 

@@ -13,7 +13,8 @@ export function allowedOrigins(env: Env): string[] | null {
 
 export function isOriginAllowed(env: Env, origin: string | undefined): boolean {
   const list = allowedOrigins(env);
-  return list === null || (origin !== undefined && list.includes(origin));
+  // No Origin: not a browser, so not a cross-site request (wscat, servers, mobile apps).
+  return list === null || origin === undefined || list.includes(origin);
 }
 
 /** CORS for browsers: any origin by default, only the listed ones when ALLOWED_ORIGINS is set. */

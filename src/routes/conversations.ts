@@ -6,6 +6,7 @@ import {
   type Db,
   findConversationFor,
   findDirectConversationId,
+  findMembers,
   insertConversation,
   listConversationsFor,
   rejoinDirect,
@@ -19,11 +20,13 @@ import {
   encodeCursor,
   newId,
   toConversation,
+  toParticipant,
 } from "../domain/conversations";
 import type { AppEnv, Env, Limits } from "../env";
 import { ApiError, notFound } from "../errors";
 import { Conversation, ConversationIdParam, ConversationPage, limitedSchemas } from "../schemas";
 import { bearer, commonErrors, forbidden, json, jsonBody } from "./openapi";
+import { roomOf } from "./room-client";
 
 export const database = (env: Env): Db => drizzle(env.DB);
 
@@ -152,6 +155,7 @@ export function conversationRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): vo
 
     await addParticipants(db, id, newcomers, limits.participants, Date.now());
     const after = await conversationOf(db, id, me);
+    await announceParticipants(c.env, after, []);
     // The insert checks the limit again as it runs: a concurrent addition may have taken the room.
     if (!newcomers.every((u) => after.members.some((m) => m.userId === u))) throw participantLimit(limits);
     return c.json(view(after, me), 200);
@@ -180,7 +184,18 @@ export function conversationRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): vo
       throw new ApiError("forbidden", "Only an owner can remove other participants");
     }
     await removeParticipant(db, id, userId);
+    const members = await findMembers(db, id);
+    await announceParticipants(c.env, { conversation: found.conversation, members }, [userId]);
     return c.body(null, 204);
+  });
+}
+
+/** The room tells every socket; a removed user's sockets are closed with 4403. */
+async function announceParticipants(env: Env, found: ConversationWithMembers, removed: string[]): Promise<void> {
+  await roomOf(env, found.conversation.id).participantsChanged({
+    conversationId: found.conversation.id,
+    participants: found.members.map(toParticipant),
+    removed,
   });
 }
 

@@ -13,7 +13,7 @@ export const jsonBody = <T extends ZodType>(schema: T) => ({
   required: true as const,
 });
 
-const error = (description: string) => json(ErrorBody, description);
+export const error = (description: string) => json(ErrorBody, description);
 
 /** The failures every authenticated conversation route can answer with. */
 export const commonErrors = {

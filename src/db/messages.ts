@@ -1,0 +1,203 @@
+import { and, asc, desc, eq, gt, lt, type SQL, sql } from "drizzle-orm";
+import type { ParticipantRow } from "../domain/conversations";
+import type { MessageRow } from "../domain/messages";
+import type { Db } from "./conversations";
+import { messages } from "./schema";
+
+/** Every write that needs the conversation's order. The room commits them in groups, in arrival order. */
+export type Write =
+  | { kind: "send"; id: string; senderId: string; content: string; localId: string | null; now: number }
+  | { kind: "edit"; actorId: string; seq: number; content: string; now: number }
+  | { kind: "delete"; actorId: string; seq: number; now: number }
+  | { kind: "read"; userId: string; seq: number }
+  | { kind: "delivered"; userId: string; seq: number };
+
+/** What a write changed: the message or participant row after it, or null when its conditions did not hold. */
+export type Outcome = MessageRow | ParticipantRow | null;
+
+const PARTICIPANT_RETURNING = sql.raw(
+  `RETURNING conversation_id AS conversationId, user_id AS userId, role, joined_at AS joinedAt,
+   last_read_seq AS lastReadSeq, last_delivered_seq AS lastDeliveredSeq`,
+);
+const MESSAGE_RETURNING = sql.raw(
+  `RETURNING id, conversation_id AS conversationId, seq, sender_id AS senderId, content, local_id AS localId,
+   created_at AS createdAt, edited_at AS editedAt, deleted_at AS deletedAt`,
+);
+const isParticipant = (conversationId: string, userId: string) =>
+  sql`EXISTS (SELECT 1 FROM participants WHERE conversation_id = ${conversationId} AND user_id = ${userId})`;
+
+/**
+ * One atomic D1 batch for a group of writes, and how to read each write's outcome from its results.
+ *
+ * `seq` is given out here, inside the batch: each insert takes the conversation's highest seq plus one, so
+ * seqs are gap-free whatever is skipped, and an insert whose (sender, localId) exists already, or whose
+ * sender is no longer a participant, inserts nothing. The caller must not run two groups at once.
+ */
+export function planCommit(conversationId: string, writes: Write[]) {
+  const statements: SQL[] = [];
+  const slots: number[] = [];
+  const push = (statement: SQL) => statements.push(statement) - 1;
+
+  for (const w of writes) {
+    switch (w.kind) {
+      case "send":
+        slots.push(
+          push(
+            sql`
+              INSERT INTO messages (id, conversation_id, seq, sender_id, content, local_id, created_at)
+              SELECT ${w.id}, ${conversationId},
+                coalesce((SELECT seq FROM messages WHERE conversation_id = ${conversationId} ORDER BY seq DESC LIMIT 1), 0) + 1,
+                ${w.senderId}, ${w.content}, ${w.localId}, ${w.now}
+              WHERE ${isParticipant(conversationId, w.senderId)}
+                AND NOT EXISTS (SELECT 1 FROM messages
+                  WHERE conversation_id = ${conversationId} AND sender_id = ${w.senderId} AND local_id = ${w.localId})
+              ${MESSAGE_RETURNING}`,
+          ),
+        );
+        break;
+      case "edit":
+        slots.push(
+          push(
+            sql`
+              UPDATE messages SET content = ${w.content}, edited_at = ${w.now}
+              WHERE conversation_id = ${conversationId} AND seq = ${w.seq} AND sender_id = ${w.actorId}
+                AND deleted_at IS NULL AND ${isParticipant(conversationId, w.actorId)}
+              ${MESSAGE_RETURNING}`,
+          ),
+        );
+        break;
+      case "delete":
+        slots.push(
+          push(
+            sql`
+              UPDATE messages SET content = '', deleted_at = coalesce(deleted_at, ${w.now})
+              WHERE conversation_id = ${conversationId} AND seq = ${w.seq} AND ${isParticipant(conversationId, w.actorId)}
+                AND (sender_id = ${w.actorId} OR EXISTS (SELECT 1 FROM participants
+                  WHERE conversation_id = ${conversationId} AND user_id = ${w.actorId} AND role = 'owner'))
+              ${MESSAGE_RETURNING}`,
+          ),
+        );
+        break;
+      case "read":
+      case "delivered":
+        // Markers only move forward, never past the last message; reading implies delivery.
+        slots.push(
+          push(
+            sql`
+              UPDATE participants SET
+                ${w.kind === "read" ? sql`last_read_seq = max(last_read_seq, min(${w.seq}, c.last_seq)),` : sql``}
+                last_delivered_seq = max(last_delivered_seq, min(${w.seq}, c.last_seq))
+              FROM (SELECT last_seq FROM conversations WHERE id = ${conversationId}) AS c
+              WHERE conversation_id = ${conversationId} AND user_id = ${w.userId}
+              ${PARTICIPANT_RETURNING}`,
+          ),
+        );
+        break;
+    }
+  }
+
+  const sends = writes.filter((w) => w.kind === "send");
+  if (sends.length > 0 || writes.some((w) => w.kind === "edit" || w.kind === "delete")) {
+    statements.push(refreshLastMessage(conversationId));
+  }
+  if (sends.length > 0) {
+    const now = Math.max(...sends.map((s) => s.now));
+    statements.push(
+      sql`UPDATE conversations SET updated_at = ${now} WHERE id = ${conversationId}`,
+      sql`UPDATE participants SET activity_at = ${now} WHERE conversation_id = ${conversationId}`,
+    );
+    // Sending moves the sender's own markers to their newest message.
+    for (const [senderId, own] of Map.groupBy(sends, (s) => s.senderId)) {
+      const ids = sql.join(
+        own.map((s) => sql`${s.id}`),
+        sql`, `,
+      );
+      statements.push(
+        sql`
+          UPDATE participants SET last_read_seq = max(last_read_seq, s.seq),
+            last_delivered_seq = max(last_delivered_seq, s.seq)
+          FROM (SELECT max(seq) AS seq FROM messages WHERE id IN (${ids})) AS s
+          WHERE conversation_id = ${conversationId} AND user_id = ${senderId} AND s.seq IS NOT NULL`,
+      );
+    }
+  }
+
+  return {
+    statements,
+    outcomes: (results: unknown[][]): Outcome[] =>
+      slots.map((slot) => ((results[slot] as Outcome[] | undefined)?.[0] ?? null) as Outcome),
+  };
+}
+
+/** The conversation's last_seq and last-message fields, from its newest message (a tombstone previews as ""). */
+function refreshLastMessage(conversationId: string): SQL {
+  return sql`
+    UPDATE conversations SET last_seq = m.seq, last_message_sender_id = m.sender_id,
+      last_message_preview = CASE WHEN m.deleted_at IS NULL THEN substr(m.content, 1, 140) ELSE '' END,
+      last_message_at = m.created_at
+    FROM (SELECT seq, sender_id, content, created_at, deleted_at FROM messages
+          WHERE conversation_id = ${conversationId} ORDER BY seq DESC LIMIT 1) AS m
+    WHERE conversations.id = ${conversationId}`;
+}
+
+const messageColumns = {
+  id: messages.id,
+  conversationId: messages.conversationId,
+  seq: messages.seq,
+  senderId: messages.senderId,
+  content: messages.content,
+  localId: messages.localId,
+  createdAt: messages.createdAt,
+  editedAt: messages.editedAt,
+  deletedAt: messages.deletedAt,
+};
+
+export async function findMessageByLocalId(
+  db: Db,
+  conversationId: string,
+  senderId: string,
+  localId: string,
+): Promise<MessageRow | null> {
+  const row = await db
+    .select(messageColumns)
+    .from(messages)
+    .where(
+      and(eq(messages.conversationId, conversationId), eq(messages.senderId, senderId), eq(messages.localId, localId)),
+    )
+    .get();
+  return row ?? null;
+}
+
+export async function findMessageBySeq(db: Db, conversationId: string, seq: number): Promise<MessageRow | null> {
+  const row = await db
+    .select(messageColumns)
+    .from(messages)
+    .where(and(eq(messages.conversationId, conversationId), eq(messages.seq, seq)))
+    .get();
+  return row ?? null;
+}
+
+/**
+ * A page of history by keyset on seq: `after` gives the oldest first, otherwise the newest first (before
+ * `before` when given). One more row than asked says whether there is more.
+ */
+export async function historyPage(
+  db: Db,
+  conversationId: string,
+  page: { before?: number; after?: number; limit: number },
+): Promise<{ rows: MessageRow[]; hasMore: boolean }> {
+  const forward = page.after !== undefined;
+  const rows = await db
+    .select(messageColumns)
+    .from(messages)
+    .where(
+      and(
+        eq(messages.conversationId, conversationId),
+        page.after !== undefined ? gt(messages.seq, page.after) : undefined,
+        page.before !== undefined ? lt(messages.seq, page.before) : undefined,
+      ),
+    )
+    .orderBy(forward ? asc(messages.seq) : desc(messages.seq))
+    .limit(page.limit + 1);
+  return { rows: rows.slice(0, page.limit), hasMore: rows.length > page.limit };
+}

@@ -1,0 +1,67 @@
+import type { MessageDto } from "../schemas";
+import { iso, isoOrNull } from "./conversations";
+
+export interface MessageRow {
+  id: string;
+  conversationId: string;
+  seq: number;
+  senderId: string;
+  content: string;
+  localId: string | null;
+  createdAt: number;
+  editedAt: number | null;
+  deletedAt: number | null;
+}
+
+export function toMessage(row: MessageRow): MessageDto {
+  return {
+    id: row.id,
+    conversationId: row.conversationId,
+    seq: row.seq,
+    senderId: row.senderId,
+    content: row.deletedAt === null ? row.content : "",
+    localId: row.localId,
+    createdAt: iso(row.createdAt),
+    editedAt: isoOrNull(row.editedAt),
+    deletedAt: isoOrNull(row.deletedAt),
+  };
+}
+
+/** After a reconnect from `since`: replay what was missed, or, past the replay limit, ask for REST paging. */
+export function catchUpPlan(since: number, lastSeq: number, maxReplay: number): "replay" | "resync" | "none" {
+  if (since >= lastSeq) return "none";
+  return lastSeq - since > maxReplay ? "resync" : "replay";
+}
+
+/** A token bucket: `tokens` left as of `at` (ms). Pure, so the room keeps it wherever it likes. */
+export interface Bucket {
+  tokens: number;
+  at: number;
+}
+
+export interface BucketRule {
+  size: number;
+  refillPerSecond: number;
+}
+
+/** Takes one token if there is one; otherwise says how long until there will be. */
+export function takeToken(
+  bucket: Bucket | undefined,
+  rule: BucketRule,
+  now: number,
+): { bucket: Bucket; allowed: true } | { bucket: Bucket; allowed: false; retryAfterMs: number } {
+  const elapsed = bucket ? Math.max(0, now - bucket.at) : 0;
+  const tokens = bucket ? Math.min(rule.size, bucket.tokens + (elapsed * rule.refillPerSecond) / 1000) : rule.size;
+  if (tokens >= 1) return { bucket: { tokens: tokens - 1, at: now }, allowed: true };
+  const retryAfterMs = Math.ceil(((1 - tokens) * 1000) / rule.refillPerSecond);
+  return { bucket: { tokens, at: now }, allowed: false, retryAfterMs };
+}
+
+/** Typing ends on its own this long after its last refresh. */
+export const TYPING_TTL_MS = 5_000;
+/** A socket silent this long (no frame, no `ping`) is taken for dead and closed. */
+export const IDLE_SOCKET_MS = 120_000;
+/** Delivered markers reach D1 and the other sockets at most this late. */
+export const DELIVERED_FLUSH_MS = 1_000;
+/** Refused sends in a row after which a socket is closed for abuse (4429). */
+export const ABUSE_STRIKES = 50;

@@ -1,0 +1,206 @@
+import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
+import { authConfig, bearerToken, verifyToken } from "../auth";
+import { conversationExists, findMembership } from "../db/conversations";
+import { historyPage } from "../db/messages";
+import { toMessage } from "../domain/messages";
+import type { AppEnv, Env, Limits } from "../env";
+import { ApiError, notFound, validationFailed } from "../errors";
+import { isOriginAllowed } from "../middleware/origins";
+import {
+  ConversationIdParam,
+  Message,
+  MessagePage,
+  MessageSeqParam,
+  messageSchemas,
+  Participant,
+  Ticket,
+} from "../schemas";
+import { database } from "./conversations";
+import { bearer, commonErrors, error, forbidden, json, jsonBody } from "./openapi";
+import { roomOf, unwrap } from "./room-client";
+
+async function requireMember(env: Env, conversationId: string, userId: string) {
+  const membership = await findMembership(database(env), conversationId, userId);
+  if (!membership) throw notFound();
+  return membership;
+}
+
+/** A seq in a path: a message that cannot exist is simply not found. */
+function seqParam(raw: string): number {
+  if (!/^\d{1,15}$/.test(raw)) throw notFound();
+  return Number(raw);
+}
+
+const limited = {
+  429: error("rate_limited, with Retry-After"),
+  503: error("unavailable: nothing was stored; retry with the same localId"),
+};
+
+export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
+  const schemas = messageSchemas(limits);
+
+  const history = createRoute({
+    method: "get",
+    path: "/v1/conversations/{id}/messages",
+    summary: "History by keyset on seq: newest first, or oldest first with `after`",
+    security: bearer,
+    request: { params: ConversationIdParam, query: schemas.history },
+    responses: { 200: json(MessagePage, "One page"), ...commonErrors },
+  });
+  app.openapi(history, async (c) => {
+    const { id } = c.req.valid("param");
+    const query = c.req.valid("query");
+    await requireMember(c.env, id, c.get("userId"));
+    const page = await historyPage(database(c.env), id, {
+      before: query.before,
+      after: query.after,
+      limit: query.limit ?? 50,
+    });
+    return c.json({ messages: page.rows.map(toMessage), hasMore: page.hasMore }, 200);
+  });
+
+  const send = createRoute({
+    method: "post",
+    path: "/v1/conversations/{id}/messages",
+    summary: "Send a message; the same localId again returns the original",
+    security: bearer,
+    request: { params: ConversationIdParam, body: jsonBody(schemas.send) },
+    responses: {
+      200: json(Message, "A retry: the original message"),
+      201: json(Message, "Stored, then broadcast"),
+      409: error("idempotency_conflict: this localId was used for other content"),
+      ...limited,
+      ...commonErrors,
+    },
+  });
+  app.openapi(send, async (c) => {
+    const { id } = c.req.valid("param");
+    const body = c.req.valid("json");
+    const me = c.get("userId");
+    await requireMember(c.env, id, me);
+    const result = unwrap(
+      await roomOf(c.env, id).sendMessage({
+        conversationId: id,
+        senderId: me,
+        content: body.content,
+        localId: body.localId ?? null,
+      }),
+    );
+    return c.json(result.message, result.status);
+  });
+
+  const edit = createRoute({
+    method: "patch",
+    path: "/v1/conversations/{id}/messages/{seq}",
+    summary: "Edit a message (sender only, not once deleted)",
+    security: bearer,
+    request: { params: MessageSeqParam, body: jsonBody(schemas.edit) },
+    responses: { 200: json(Message, "The edited message"), ...commonErrors, ...forbidden },
+  });
+  app.openapi(edit, async (c) => {
+    const { id, seq } = c.req.valid("param");
+    const { content } = c.req.valid("json");
+    const me = c.get("userId");
+    await requireMember(c.env, id, me);
+    const room = roomOf(c.env, id);
+    return c.json(
+      unwrap(await room.editMessage({ conversationId: id, actorId: me, seq: seqParam(seq), content })),
+      200,
+    );
+  });
+
+  const remove = createRoute({
+    method: "delete",
+    path: "/v1/conversations/{id}/messages/{seq}",
+    summary: "Delete a message (sender or owner); it stays as a tombstone with empty content",
+    security: bearer,
+    request: { params: MessageSeqParam },
+    responses: { 200: json(Message, "The tombstone"), ...commonErrors, ...forbidden },
+  });
+  app.openapi(remove, async (c) => {
+    const { id, seq } = c.req.valid("param");
+    const me = c.get("userId");
+    await requireMember(c.env, id, me);
+    const room = roomOf(c.env, id);
+    return c.json(unwrap(await room.deleteMessage({ conversationId: id, actorId: me, seq: seqParam(seq) })), 200);
+  });
+
+  const read = createRoute({
+    method: "post",
+    path: "/v1/conversations/{id}/read",
+    summary: "Move the caller's read marker forward (clamped to the last message)",
+    security: bearer,
+    request: { params: ConversationIdParam, body: jsonBody(schemas.read) },
+    responses: { 200: json(Participant, "The caller's markers"), ...commonErrors },
+  });
+  app.openapi(read, async (c) => {
+    const { id } = c.req.valid("param");
+    const { seq } = c.req.valid("json");
+    const me = c.get("userId");
+    await requireMember(c.env, id, me);
+    return c.json(unwrap(await roomOf(c.env, id).markRead({ conversationId: id, userId: me, seq })), 200);
+  });
+
+  const typing = createRoute({
+    method: "post",
+    path: "/v1/conversations/{id}/typing",
+    summary: "Typing started or stopped (the REST fallback of the typing frame)",
+    security: bearer,
+    request: { params: ConversationIdParam, body: jsonBody(schemas.typing) },
+    responses: { 204: { description: "Announced" }, ...commonErrors },
+  });
+  app.openapi(typing, async (c) => {
+    const { id } = c.req.valid("param");
+    const me = c.get("userId");
+    await requireMember(c.env, id, me);
+    await roomOf(c.env, id).setTyping({ conversationId: id, userId: me, typing: c.req.valid("json").typing });
+    return c.body(null, 204);
+  });
+
+  const ticket = createRoute({
+    method: "post",
+    path: "/v1/conversations/{id}/ticket",
+    summary: "A single-use ticket to open this conversation's WebSocket from a browser",
+    security: bearer,
+    request: { params: ConversationIdParam },
+    responses: { 201: json(Ticket, "Valid once, for a short time"), ...commonErrors },
+  });
+  app.openapi(ticket, async (c) => {
+    const { id } = c.req.valid("param");
+    const me = c.get("userId");
+    await requireMember(c.env, id, me);
+    const issued = await roomOf(c.env, id).issueTicket({ conversationId: id, userId: me });
+    return c.json({ ticket: issued.ticket, expiresAt: new Date(issued.expiresAt).toISOString() }, 201);
+  });
+
+  // Not an OpenAPI operation: a WebSocket upgrade. Authenticated by a ticket or by the Authorization header.
+  app.get("/v1/conversations/:id/ws", async (c) => {
+    const id = c.req.param("id");
+    if (!isOriginAllowed(c.env, c.req.header("Origin"))) throw new ApiError("forbidden", "This origin is not allowed");
+    if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
+      throw new ApiError("upgrade_required", "This route takes a WebSocket upgrade");
+    }
+    const query = schemas.connect.safeParse(c.req.query());
+    if (!query.success) throw validationFailed(query.error);
+    // A ticket is redeemed in the conversation's room: wake none for a conversation that does not exist.
+    if (!(await conversationExists(database(c.env), id))) throw notFound();
+    const room = roomOf(c.env, id);
+    const userId =
+      query.data.ticket !== undefined
+        ? await room.redeemTicket(query.data.ticket)
+        : await verifyToken(bearerToken(c.req.header("Authorization")), authConfig(c.env));
+    if (!userId) throw new ApiError("unauthenticated", "The ticket is unknown, used or expired");
+    await requireMember(c.env, id, userId);
+
+    const headers = new Headers(c.req.raw.headers);
+    headers.set("X-Conversation-Id", id);
+    headers.set("X-User-Id", userId);
+    headers.delete("X-Since");
+    if (query.data.since !== undefined) headers.set("X-Since", String(query.data.since));
+    return room.fetch(new Request(c.req.url, { headers }));
+  });
+}
+
+/** Is this the WebSocket route with a ticket, which authenticates itself? */
+export const isTicketConnect = (path: string, ticket: string | undefined) =>
+  ticket !== undefined && /^\/v1\/conversations\/[^/]+\/ws$/.test(path);
