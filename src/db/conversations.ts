@@ -54,26 +54,17 @@ export interface NewConversation {
   now: number;
 }
 
-/** Creates the conversation and its participants atomically; the creator is the owner. */
+/**
+ * Creates the conversation and its participants atomically; the creator is the owner. The participants go
+ * in as one JSON parameter, since a D1 statement takes at most 100 parameters.
+ */
 export async function insertConversation(db: Db, c: NewConversation): Promise<void> {
-  const rows = [c.createdBy, ...c.memberIds].map((userId) => ({
-    conversationId: c.id,
-    userId,
-    role: userId === c.createdBy ? ("owner" as const) : ("member" as const),
-    joinedAt: c.now,
-    activityAt: c.now,
-  }));
-  await db.batch([
-    db.insert(conversations).values({
-      id: c.id,
-      title: c.title,
-      direct: c.direct,
-      directKey: c.directKey,
-      createdBy: c.createdBy,
-      createdAt: c.now,
-      updatedAt: c.now,
-    }),
-    db.insert(participants).values(rows),
+  await batchSql(db, [
+    sql`INSERT INTO conversations (id, title, direct, direct_key, created_by, created_at, updated_at)
+        VALUES (${c.id}, ${c.title}, ${c.direct ? 1 : 0}, ${c.directKey}, ${c.createdBy}, ${c.now}, ${c.now})`,
+    sql`INSERT INTO participants (conversation_id, user_id, role, joined_at, activity_at)
+        SELECT ${c.id}, j.value, CASE WHEN j.key = 0 THEN 'owner' ELSE 'member' END, ${c.now}, ${c.now}
+        FROM json_each(${JSON.stringify([c.createdBy, ...c.memberIds])}) j`,
   ]);
 }
 
