@@ -1,7 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { drizzle } from "drizzle-orm/d1";
 import type { Db } from "./db/conversations";
-import { findConversationFor } from "./db/conversations";
+import { findConversationFor, findMembership } from "./db/conversations";
 import {
   findMessageByLocalId,
   findMessageBySeq,
@@ -367,8 +367,9 @@ export class ConversationRoom extends DurableObject<Env> {
 
   async #markRead(userId: string, seq: number, origin: WebSocket | undefined): Promise<RoomResult<ParticipantDto>> {
     try {
-      const outcome = (await this.#commit({ kind: "read", userId, seq }, origin)) as ParticipantRow | null;
-      return outcome ? ok(toParticipant(outcome)) : fail(new ApiError("not_found", "Not found"));
+      const moved = (await this.#commit({ kind: "read", userId, seq }, origin)) as ParticipantRow | null;
+      const markers = moved ?? (await findMembership(this.db, this.#conversationId(), userId));
+      return markers ? ok(toParticipant(markers)) : fail(new ApiError("not_found", "Not found"));
     } catch (err) {
       return fail(toApiError(err));
     }
@@ -475,19 +476,24 @@ export class ConversationRoom extends DurableObject<Env> {
 
   #setTyping(userId: string, typing: boolean): void {
     const now = Date.now();
-    const kv = this.ctx.storage.kv;
-    const until = kv.get<Record<string, number>>(K.typing) ?? {};
-    const wasTyping = (until[userId] ?? 0) > now;
+    const until = this.#typing();
+    // A user stays typing until an end is announced, whether told or by the alarm after expiry.
+    const wasTyping = userId in until;
     if (typing) until[userId] = now + TYPING_TTL_MS;
     else delete until[userId];
-    kv.put(K.typing, until);
+    this.ctx.storage.kv.put(K.typing, until);
     // Refreshes are silent: only a change of state is broadcast.
     if (typing !== wasTyping) this.#broadcast({ type: "typing", userId, typing }, { exceptUser: userId });
     if (typing) this.#scheduleAlarm(now + TYPING_TTL_MS);
   }
 
+  /** Who is typing, until when (ms); kept in storage so that an eviction cannot leave a typist unended. */
+  #typing(): Record<string, number> {
+    return this.ctx.storage.kv.get<Record<string, number>>(K.typing) ?? {};
+  }
+
   #typingUsers(now: number): string[] {
-    const until = this.ctx.storage.kv.get<Record<string, number>>(K.typing) ?? {};
+    const until = this.#typing();
     return Object.keys(until).filter((u) => (until[u] ?? 0) > now);
   }
 
@@ -496,8 +502,7 @@ export class ConversationRoom extends DurableObject<Env> {
     const now = Date.now();
     const kv = this.ctx.storage.kv;
 
-    const until = kv.get<Record<string, number>>(K.typing) ?? {};
-    for (const [userId, at] of Object.entries(until)) {
+    for (const [userId, at] of Object.entries(this.#typing())) {
       if (at <= now) this.#setTyping(userId, false);
     }
 
@@ -526,7 +531,7 @@ export class ConversationRoom extends DurableObject<Env> {
       }
     }
 
-    const nextTyping = Math.min(...Object.values(kv.get<Record<string, number>>(K.typing) ?? {}));
+    const nextTyping = Math.min(...Object.values(this.#typing()));
     if (Number.isFinite(nextTyping)) this.#scheduleAlarm(nextTyping);
     if (this.#all().size > 0) this.#scheduleAlarm(Date.now() + SWEEP_MS);
   }
@@ -586,7 +591,7 @@ export class ConversationRoom extends DurableObject<Env> {
     if (!attachment || !this.#all().delete(ws)) return;
     const { userId } = attachment;
     if (this.#userSockets(userId).length > 0) return;
-    if (this.#typingUsers(Date.now()).includes(userId)) this.#setTyping(userId, false);
+    if (userId in this.#typing()) this.#setTyping(userId, false);
     this.#broadcast({ type: "presence", userId, online: false });
   }
 

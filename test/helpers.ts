@@ -60,3 +60,14 @@ export async function createConversation(owner: string, participantIds: string[]
   expect(res.status, await res.clone().text()).toBe(201);
   return (await res.json()) as ConversationDto;
 }
+
+/** Polls `check` until it returns a truthy value, or fails after `timeoutMs`. */
+export async function eventually<T>(check: () => Promise<T> | T, timeoutMs = 3000, what = "a condition"): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

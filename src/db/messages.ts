@@ -12,7 +12,10 @@ export type Write =
   | { kind: "read"; userId: string; seq: number }
   | { kind: "delivered"; userId: string; seq: number };
 
-/** What a write changed: the message or participant row after it, or null when its conditions did not hold. */
+/**
+ * What a write changed: the message or participant row after it, or null when it changed nothing (its
+ * conditions did not hold, or a marker would not have moved).
+ */
 export type Outcome = MessageRow | ParticipantRow | null;
 
 const PARTICIPANT_RETURNING = sql.raw(
@@ -89,6 +92,8 @@ export function planCommit(conversationId: string, writes: Write[]) {
                 last_delivered_seq = max(last_delivered_seq, min(${w.seq}, c.last_seq))
               FROM (SELECT last_seq FROM conversations WHERE id = ${conversationId}) AS c
               WHERE conversation_id = ${conversationId} AND user_id = ${w.userId}
+                AND (${w.kind === "read" ? sql`last_read_seq < min(${w.seq}, c.last_seq) OR` : sql``}
+                     last_delivered_seq < min(${w.seq}, c.last_seq))
               ${PARTICIPANT_RETURNING}`,
           ),
         );

@@ -1,0 +1,182 @@
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import type { ConversationDto, ParticipantDto } from "../src/schemas";
+import { call, createConversation, eventually, expectError, uniqueUser } from "./helpers";
+import { connect } from "./socket";
+
+const sendRest = (conversationId: string, as: string, content: string) =>
+  call(`/v1/conversations/${conversationId}/messages`, { method: "POST", as, body: { content } });
+
+async function markers(conversationId: string, userId: string) {
+  return env.DB.prepare(
+    "SELECT last_read_seq AS lastReadSeq, last_delivered_seq AS lastDeliveredSeq FROM participants WHERE conversation_id = ? AND user_id = ?",
+  )
+    .bind(conversationId, userId)
+    .first<{ lastReadSeq: number; lastDeliveredSeq: number }>();
+}
+
+describe("typing", () => {
+  it("announces a start once, ends it 5 s after the last refresh, and never stores it", {
+    timeout: 20_000,
+  }, async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const conv = await createConversation(alice, [bob]);
+    const a = await connect(conv.id, alice);
+    const b = await connect(conv.id, bob);
+    a.send({ type: "typing", typing: true });
+    expect(await b.next("typing")).toEqual({ type: "typing", userId: alice, typing: true });
+    const late = await connect(conv.id, bob);
+    expect(late.frames[0]).toMatchObject({ type: "ready", typing: [alice] });
+
+    const startedAt = Date.now();
+    await new Promise((r) => setTimeout(r, 2_000));
+    a.send({ type: "typing", typing: true }); // a refresh: silent, and it pushes the end back
+    const ended = await b.until((s) => s.of("typing").find((f) => !f.typing), 9_000, "typing to end");
+    expect(ended).toEqual({ type: "typing", userId: alice, typing: false });
+    expect(Date.now() - startedAt).toBeGreaterThanOrEqual(6_500);
+    expect(b.of("typing")).toHaveLength(2);
+    expect(a.of("typing")).toEqual([]); // the typist's own sockets are not told
+
+    const history = await call(`/v1/conversations/${conv.id}/messages`, { as: bob });
+    expect(((await history.json()) as { messages: unknown[] }).messages).toEqual([]);
+    for (const s of [a, b, late]) s.close();
+  });
+
+  it("takes typing over REST and ends it when told", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const conv = await createConversation(alice, [bob]);
+    const b = await connect(conv.id, bob);
+    const path = `/v1/conversations/${conv.id}/typing`;
+    expect((await call(path, { method: "POST", as: alice, body: { typing: true } })).status).toBe(204);
+    expect(await b.next("typing")).toMatchObject({ userId: alice, typing: true });
+    expect((await call(path, { method: "POST", as: alice, body: { typing: false } })).status).toBe(204);
+    expect(await b.next("typing", (f) => !f.typing)).toMatchObject({ userId: alice });
+    await expectError(
+      await call(path, { method: "POST", as: alice, body: { typing: "yes" } }),
+      400,
+      "validation_failed",
+    );
+    await expectError(
+      await call(path, { method: "POST", as: uniqueUser("eve"), body: { typing: true } }),
+      404,
+      "not_found",
+    );
+    b.close();
+  });
+});
+
+describe("presence", () => {
+  it("counts several devices as one user", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const conv = await createConversation(alice, [bob]);
+    const b = await connect(conv.id, bob);
+    expect(b.frames[0]).toMatchObject({ type: "ready", userId: bob, online: [bob], typing: [] });
+
+    const phone = await connect(conv.id, alice);
+    expect(await b.next("presence")).toEqual({ type: "presence", userId: alice, online: true });
+    const laptop = await connect(conv.id, alice);
+    expect(laptop.frames[0]).toMatchObject({ type: "ready" });
+    expect(new Set((laptop.frames[0] as { online: string[] }).online)).toEqual(new Set([alice, bob]));
+
+    phone.close();
+    await phone.waitClosed();
+    // Still online on the laptop: a message proves the room has handled the close before we look.
+    expect((await sendRest(conv.id, bob, "ping?")).status).toBe(201);
+    await laptop.next("message");
+    expect(b.of("presence")).toHaveLength(1);
+
+    laptop.close();
+    expect(await b.next("presence", (f) => !f.online)).toEqual({ type: "presence", userId: alice, online: false });
+    expect(b.of("presence")).toHaveLength(2);
+    b.close();
+  });
+});
+
+describe("receipts", () => {
+  it("moves read markers forward only, clamped to lastSeq, and tells the other sockets", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const conv = await createConversation(alice, [bob]);
+    for (const n of [1, 2, 3]) expect((await sendRest(conv.id, alice, `m${n}`)).status).toBe(201);
+    const a = await connect(conv.id, alice);
+    const b = await connect(conv.id, bob);
+
+    b.send({ type: "read", seq: 2 });
+    expect(await a.next("receipt")).toEqual({ type: "receipt", userId: bob, lastReadSeq: 2, lastDeliveredSeq: 2 });
+    const read = (seq: number) => call(`/v1/conversations/${conv.id}/read`, { method: "POST", as: bob, body: { seq } });
+    const back = await read(1);
+    expect(((await back.json()) as ParticipantDto).lastReadSeq).toBe(2);
+    const past = await read(99);
+    expect(await past.json()).toMatchObject({ userId: bob, lastReadSeq: 3, lastDeliveredSeq: 3 });
+    await a.next("receipt", (f) => f.lastReadSeq === 3);
+    expect(b.of("receipt").filter((f) => f.userId === bob && f.lastReadSeq === 2)).toEqual([]);
+
+    const res = await call(`/v1/conversations/${conv.id}`, { as: bob });
+    expect(((await res.json()) as ConversationDto).unreadCount).toBe(0);
+    expect((await sendRest(conv.id, alice, "m4")).status).toBe(201);
+    const after = await call(`/v1/conversations/${conv.id}`, { as: bob });
+    expect(((await after.json()) as ConversationDto).unreadCount).toBe(1);
+    await expectError(await read(-1), 400, "validation_failed");
+    b.send({ type: "read", seq: "x" });
+    expect(await b.next("error")).toMatchObject({ code: "validation_failed" });
+    a.close();
+    b.close();
+  });
+
+  it("marks messages delivered when a user's socket is sent them, within a second, and says so", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const conv = await createConversation(alice, [bob]);
+    const a = await connect(conv.id, alice);
+    const b = await connect(conv.id, bob);
+    a.send({ type: "send", localId: "d1", content: "are you there?" });
+    await b.next("message");
+    const sentAt = Date.now();
+    const receipt = await a.next("receipt", (f) => f.userId === bob);
+    expect(Date.now() - sentAt).toBeLessThan(2_500);
+    expect(receipt).toEqual({ type: "receipt", userId: bob, lastReadSeq: 0, lastDeliveredSeq: 1 });
+    expect(await markers(conv.id, bob)).toEqual({ lastReadSeq: 0, lastDeliveredSeq: 1 });
+    // Sending moved the sender's own markers.
+    expect(await markers(conv.id, alice)).toEqual({ lastReadSeq: 1, lastDeliveredSeq: 1 });
+    a.close();
+    b.close();
+  });
+
+  it("counts a replay after reconnecting as delivery", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const conv = await createConversation(alice, [bob]);
+    for (const n of [1, 2]) expect((await sendRest(conv.id, alice, `m${n}`)).status).toBe(201);
+    expect(await markers(conv.id, bob)).toEqual({ lastReadSeq: 0, lastDeliveredSeq: 0 });
+    const b = await connect(conv.id, bob, { since: 0 });
+    await b.until((s) => s.of("message").length === 2);
+    const a = await connect(conv.id, alice);
+    await eventually(async () => (await markers(conv.id, bob))?.lastDeliveredSeq === 2, 3_000, "delivery");
+    expect(await markers(conv.id, bob)).toEqual({ lastReadSeq: 0, lastDeliveredSeq: 2 });
+    a.close();
+    b.close();
+  });
+});
+
+describe("participants", () => {
+  it("closes a removed user's sockets with 4403 and tells the others", async () => {
+    const [owner, bob, carol] = [uniqueUser("owner"), uniqueUser("bob"), uniqueUser("carol")];
+    const conv = await createConversation(owner, [bob, carol]);
+    const c = await connect(conv.id, carol);
+    const b1 = await connect(conv.id, bob);
+    const b2 = await connect(conv.id, bob);
+    const res = await call(`/v1/conversations/${conv.id}/participants/${bob}`, { method: "DELETE", as: owner });
+    expect(res.status).toBe(204);
+    for (const s of [b1, b2]) expect((await s.waitClosed()).code).toBe(4403);
+    const frame = await c.next("participants");
+    expect(frame.participants.map((p) => p.userId).sort()).toEqual([carol, owner].sort());
+    await c.next("presence", (f) => f.userId === bob && !f.online);
+
+    const added = await call(`/v1/conversations/${conv.id}/participants`, {
+      method: "POST",
+      as: owner,
+      body: { userIds: [bob] },
+    });
+    expect(added.status).toBe(200);
+    const again = await c.next("participants", (f) => f.participants.some((p) => p.userId === bob));
+    expect(again.participants).toHaveLength(3);
+    c.close();
+  });
+});
