@@ -53,10 +53,13 @@ export class ApiError extends Error {
 export const notFound = () => new ApiError("not_found", "Not found");
 
 export function validationFailed(error: ZodError, prefix: string[] = []): ApiError {
-  const details = error.issues.map((issue) => ({
-    path: [...prefix, ...issue.path.map(String)].join("."),
-    message: issue.message,
-  }));
+  // An unknown field is reported on the object that has it: name each field instead.
+  const details = error.issues.flatMap((issue) => {
+    const at = [...prefix, ...issue.path.map(String)];
+    return issue.code === "unrecognized_keys"
+      ? issue.keys.map((key) => ({ path: [...at, key].join("."), message: "unknown field" }))
+      : [{ path: at.join("."), message: issue.message }];
+  });
   return new ApiError("validation_failed", "The request is not valid", details);
 }
 
@@ -77,12 +80,22 @@ export function toApiError(err: unknown): ApiError {
   return new ApiError("internal", "Internal error");
 }
 
+/** Failures of the platform that a retry can outlive, as D1 words them (its documented retryable errors). */
+const TRANSIENT_STORAGE_FAILURES = [
+  "Network connection lost",
+  "storage caused object to be reset",
+  "reset because its code was updated",
+  "overloaded",
+  "transient issue",
+  "exceeded timeout",
+];
+
 /** A D1 failure of the platform (lost connection, overload, reset), as opposed to a query that is wrong. */
 export function isStorageUnavailable(err: unknown): boolean {
   const text = `${err instanceof Error ? err.message : ""} ${
     err instanceof Error && err.cause instanceof Error ? err.cause.message : ""
   }`;
-  return text.includes("D1_") && !/constraint|SQLITE_ERROR|D1_TYPE_ERROR/i.test(text);
+  return TRANSIENT_STORAGE_FAILURES.some((words) => text.includes(words));
 }
 
 export function errorResponse(c: Context, err: unknown): Response {

@@ -24,7 +24,7 @@ import {
   toMessage,
 } from "./domain/messages";
 import { type Env, type Limits, readLimits } from "./env";
-import { ApiError, type ErrorCode, toApiError } from "./errors";
+import { ApiError, type ErrorCode, toApiError, validationFailed } from "./errors";
 import { type MessageDto, type MessageSchemas, messageSchemas, type ParticipantDto, type ServerFrame } from "./schemas";
 
 /** What an RPC to the room returns: errors travel as values, so the Worker can answer with their code. */
@@ -186,10 +186,7 @@ export class ConversationRoom extends DurableObject<Env> {
     }
     const ref = localIdOf(raw);
     const parsed = this.#schemas().clientFrame.safeParse(raw);
-    if (!parsed.success) {
-      const details = parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message }));
-      return this.#refuse(ws, new ApiError("validation_failed", "The frame is not valid", details), ref);
-    }
+    if (!parsed.success) return this.#refuse(ws, validationFailed(parsed.error), ref);
     const frame = parsed.data;
     switch (frame.type) {
       case "send": {
