@@ -507,7 +507,7 @@ export class ConversationRoom extends DurableObject<Env> {
       const pinged = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
       if (Math.max(attachment.lastSeenAt, pinged) + IDLE_SOCKET_MS <= now) {
         this.#closed(ws);
-        ws.close(1001, "no frame or ping for too long");
+        ws.close(1000, "no frame or ping for too long");
       }
     }
 

@@ -1,3 +1,4 @@
+import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { ConversationDto, ParticipantDto } from "../src/schemas";
@@ -178,5 +179,27 @@ describe("participants", () => {
     const again = await c.next("participants", (f) => f.participants.some((p) => p.userId === bob));
     expect(again.participants).toHaveLength(3);
     c.close();
+  });
+});
+
+describe("dead sockets", () => {
+  it("closes a socket that sent nothing for two minutes, and its user goes offline", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const conv = await createConversation(alice, [bob]);
+    const a = await connect(conv.id, alice);
+    const b = await connect(conv.id, bob);
+    const stub = env.ROOMS.getByName(conv.id);
+    // Hibernate, then age Bob's socket as a silent network would, and let the sweep run.
+    await evictDurableObject(stub, { webSockets: "hibernate" });
+    await runInDurableObject(stub, (_instance, state) => {
+      for (const ws of state.getWebSockets(bob)) {
+        ws.serializeAttachment({ ...ws.deserializeAttachment(), lastSeenAt: Date.now() - 121_000 });
+      }
+    });
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    expect(await b.waitClosed()).toMatchObject({ code: 1000 });
+    expect(await a.next("presence", (f) => f.userId === bob && !f.online)).toBeTruthy();
+    expect(a.closed).toBeUndefined();
+    a.close();
   });
 });
