@@ -432,6 +432,8 @@ export class ConversationRoom extends DurableObject<Env> {
           recipients.filter((u) => u !== row.senderId),
           row.seq,
         );
+        // A sent message ends its sender's typing.
+        if (row.senderId in this.#typing()) this.#setTyping(row.senderId, false);
         return;
       }
       case "edit":

@@ -43,6 +43,22 @@ describe("typing", () => {
     for (const s of [a, b, late]) s.close();
   });
 
+  it("ends the sender's typing when their message is sent", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const conv = await createConversation(alice, [bob]);
+    const a = await connect(conv.id, alice);
+    const b = await connect(conv.id, bob);
+    a.send({ type: "typing", typing: true });
+    await b.next("typing");
+    a.send({ type: "send", localId: "t1", content: "done typing" });
+    const ended = await b.next("typing", (f) => !f.typing);
+    const [message] = b.of("message");
+    expect(ended.userId).toBe(alice);
+    expect(b.frames.indexOf(ended)).toBeGreaterThan(b.frames.indexOf(message as never));
+    a.close();
+    b.close();
+  });
+
   it("takes typing over REST and ends it when told", async () => {
     const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
     const conv = await createConversation(alice, [bob]);
