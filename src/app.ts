@@ -49,6 +49,6 @@ export function createApp(limits: Limits): OpenAPIHono<AppEnv> {
   app.notFound(() => {
     throw notFound();
   });
-  app.onError((err, c) => errorResponse(c, err));
+  app.onError((err) => errorResponse(err));
   return app;
 }

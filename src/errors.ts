@@ -1,4 +1,3 @@
-import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { ZodError } from "zod";
@@ -98,9 +97,15 @@ export function isStorageUnavailable(err: unknown): boolean {
   return TRANSIENT_STORAGE_FAILURES.some((words) => text.includes(words));
 }
 
-export function errorResponse(c: Context, err: unknown): Response {
+/** The response for anything thrown: the error body, its status, and `Retry-After` where it applies. */
+export function errorResponse(err: unknown): Response {
   const apiError = toApiError(err);
   if (apiError.code === "internal") console.error("unhandled error", err);
-  if (apiError.retryAfter !== undefined) c.header("Retry-After", String(Math.ceil(apiError.retryAfter)));
-  return c.json(apiError.toBody(), apiError.status);
+  return errorJson(apiError);
+}
+
+export function errorJson(error: ApiError): Response {
+  const headers: Record<string, string> = {};
+  if (error.retryAfter !== undefined) headers["Retry-After"] = String(Math.ceil(error.retryAfter));
+  return Response.json(error.toBody(), { status: error.status, headers });
 }

@@ -24,7 +24,7 @@ import {
   toMessage,
 } from "./domain/messages";
 import { type Env, type Limits, readLimits } from "./env";
-import { ApiError, type ErrorCode, toApiError, validationFailed } from "./errors";
+import { ApiError, type ErrorCode, errorJson, notFound, toApiError, validationFailed } from "./errors";
 import { type MessageDto, type MessageSchemas, messageSchemas, type ParticipantDto, type ServerFrame } from "./schemas";
 
 /** What an RPC to the room returns: errors travel as values, so the Worker can answer with their code. */
@@ -105,14 +105,13 @@ export class ConversationRoom extends DurableObject<Env> {
     const since = Number(request.headers.get("X-Since") ?? "-1");
     this.#remember(conversationId);
 
-    if (this.ctx.getWebSockets(userId).length >= this.#limits.socketsPerUser) {
-      return Response.json(
-        { error: { code: "rate_limited", message: `At most ${this.#limits.socketsPerUser} sockets per user` } },
-        { status: 429, headers: { "Retry-After": "5" } },
-      );
-    }
     const found = await findConversationFor(this.db, conversationId, userId);
-    if (!found) return Response.json({ error: { code: "not_found", message: "Not found" } }, { status: 404 });
+    if (!found) return errorJson(notFound());
+    // Counted after the await, so that upgrades arriving together cannot pass the cap together.
+    if (this.#userSockets(userId).length >= this.#limits.socketsPerUser) {
+      const message = `At most ${this.#limits.socketsPerUser} sockets per user and conversation`;
+      return errorJson(new ApiError("rate_limited", message, undefined, 5));
+    }
     this.#lastSeq = Math.max(this.#lastSeq ?? 0, found.conversation.lastSeq);
 
     const { 0: client, 1: server } = new WebSocketPair();
@@ -333,7 +332,7 @@ export class ConversationRoom extends DurableObject<Env> {
       if (outcome) return ok({ status: 201, message: toMessage(outcome as MessageRow) });
       // Nothing inserted: the (sender, localId) exists already, or the sender is no longer a participant.
       const original = localId ? await findMessageByLocalId(this.db, this.#conversationId(), senderId, localId) : null;
-      if (!original) return fail(new ApiError("not_found", "Not found"));
+      if (!original) return fail(notFound());
       if (original.content !== content) {
         return fail(new ApiError("idempotency_conflict", "This localId was used for other content"));
       }
@@ -349,7 +348,7 @@ export class ConversationRoom extends DurableObject<Env> {
       if (outcome) return ok(toMessage(outcome));
       const message = await findMessageBySeq(this.db, this.#conversationId(), write.seq);
       const member = await findConversationFor(this.db, this.#conversationId(), write.actorId);
-      if (!message || !member) return fail(new ApiError("not_found", "Not found"));
+      if (!message || !member) return fail(notFound());
       if (message.deletedAt !== null) return fail(new ApiError("forbidden", "A deleted message cannot be edited"));
       return fail(
         new ApiError(
@@ -366,7 +365,7 @@ export class ConversationRoom extends DurableObject<Env> {
     try {
       const moved = (await this.#commit({ kind: "read", userId, seq }, origin)) as ParticipantRow | null;
       const markers = moved ?? (await findMembership(this.db, this.#conversationId(), userId));
-      return markers ? ok(toParticipant(markers)) : fail(new ApiError("not_found", "Not found"));
+      return markers ? ok(toParticipant(markers)) : fail(notFound());
     } catch (err) {
       return fail(toApiError(err));
     }
