@@ -35,9 +35,15 @@ export type RoomResult<T> =
 /** Per-socket state, kept on the socket so that it survives hibernation. */
 interface Attachment {
   userId: string;
-  /** False while the socket is catching up after `ready`; live broadcasts skip it until then. */
-  live: boolean;
   lastSeenAt: number;
+}
+
+/** A socket between `ready` and the end of its catch-up: broadcasts skip it, and what else happens waits. */
+interface CatchingUp {
+  /** Seqs acked to it meanwhile, which its catch-up must not send again as messages. */
+  acked: Set<number>;
+  /** Frames other than messages (edits, receipts, typing...), sent once it is live. */
+  backlog: string[];
 }
 
 interface Pending {
@@ -81,8 +87,8 @@ export class ConversationRoom extends DurableObject<Env> {
   #sockets: Map<WebSocket, Attachment> | undefined;
   #buckets = new Map<string, Bucket>();
   #strikes = new WeakMap<WebSocket, number>();
-  /** Seqs acked to a socket still catching up, so that its catch-up does not send them again. */
-  #ackedDuringCatchUp = new WeakMap<WebSocket, Set<number>>();
+  /** In memory only: a catch-up cannot outlive the instance, so a socket found after a wake-up is live. */
+  #catchingUp = new WeakMap<WebSocket, CatchingUp>();
   #alarmAt: number | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -117,7 +123,8 @@ export class ConversationRoom extends DurableObject<Env> {
     const { 0: client, 1: server } = new WebSocketPair();
     const wasOnline = this.#userSockets(userId).length > 0;
     this.ctx.acceptWebSocket(server, [userId]);
-    this.#track(server, { userId, live: false, lastSeenAt: Date.now() });
+    this.#track(server, { userId, lastSeenAt: Date.now() });
+    this.#catchingUp.set(server, { acked: new Set(), backlog: [] });
 
     const lastSeq = found.conversation.lastSeq;
     this.#sendTo(server, {
@@ -151,7 +158,7 @@ export class ConversationRoom extends DurableObject<Env> {
       while (cursor < (this.#lastSeq ?? 0)) {
         const { rows } = await historyPage(this.db, conversationId, { after: cursor, limit: CATCH_UP_PAGE });
         if (rows.length === 0) break;
-        const acked = this.#ackedDuringCatchUp.get(ws);
+        const acked = this.#catchingUp.get(ws)?.acked;
         for (const row of rows) {
           if (!acked?.has(row.seq)) this.#sendTo(ws, { type: "message", message: toMessage(row) });
         }
@@ -425,7 +432,7 @@ export class ConversationRoom extends DurableObject<Env> {
         const recipients = this.#broadcast({ type: "message", message }, { except: origin });
         if (origin && write.localId) {
           this.#sendTo(origin, { type: "ack", localId: write.localId, message });
-          this.#ackedDuringCatchUp.get(origin)?.add(row.seq);
+          this.#catchingUp.get(origin)?.acked.add(row.seq);
         }
         this.#noteDelivered(
           recipients.filter((u) => u !== row.senderId),
@@ -564,9 +571,9 @@ export class ConversationRoom extends DurableObject<Env> {
   }
 
   #setLive(ws: WebSocket): void {
-    const attachment = this.#attachment(ws);
-    this.#ackedDuringCatchUp.delete(ws);
-    if (attachment && !attachment.live) this.#track(ws, { ...attachment, live: true });
+    const caughtUp = this.#catchingUp.get(ws);
+    this.#catchingUp.delete(ws);
+    for (const text of caughtUp?.backlog ?? []) ws.send(text);
   }
 
   #touch(ws: WebSocket, attachment: Attachment): void {
@@ -606,7 +613,13 @@ export class ConversationRoom extends DurableObject<Env> {
     const text = JSON.stringify(frame);
     const reached = new Set<string>();
     for (const [ws, attachment] of this.#all()) {
-      if (!attachment.live || ws === skip.except || attachment.userId === skip.exceptUser) continue;
+      if (ws === skip.except || attachment.userId === skip.exceptUser) continue;
+      const catchingUp = this.#catchingUp.get(ws);
+      if (catchingUp) {
+        // Its catch-up reads messages from D1; anything else it is told once live.
+        if (frame.type !== "message") catchingUp.backlog.push(text);
+        continue;
+      }
       try {
         ws.send(text);
         reached.add(attachment.userId);

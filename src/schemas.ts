@@ -71,6 +71,13 @@ export type ConversationDto = z.infer<typeof Conversation>;
 export type ParticipantDto = z.infer<typeof Participant>;
 export type MessageDto = z.infer<typeof Message>;
 
+/** Characters as people count them in limits: Unicode code points, so an emoji is one, not two. */
+const codePoints = (s: string) => {
+  let n = 0;
+  for (const _ of s) n++;
+  return n;
+};
+
 /** A whole number from a query string, within bounds. */
 const queryInt = (min: number, max: number) =>
   z
@@ -81,7 +88,12 @@ const queryInt = (min: number, max: number) =>
 
 /** The schemas whose bounds come from the configured limits. */
 export function limitedSchemas(limits: Limits) {
-  const title = z.string().trim().min(1).max(limits.titleChars);
+  const title = z
+    .string()
+    .trim()
+    .min(1)
+    .refine((s) => codePoints(s) <= limits.titleChars, `must be at most ${limits.titleChars} characters`)
+    .openapi({ maxLength: limits.titleChars });
   const userIds = z
     .array(UserId)
     .min(1)
@@ -91,11 +103,13 @@ export function limitedSchemas(limits: Limits) {
   const content = z
     .string()
     .min(1)
-    .max(limits.contentChars)
+    .refine((s) => codePoints(s) <= limits.contentChars, `must be at most ${limits.contentChars} characters`)
     .refine((s) => s.trim().length > 0, "must not be only white space")
     .refine((s) => new TextEncoder().encode(s).byteLength <= limits.contentBytes, {
       message: `must be at most ${limits.contentBytes} bytes of UTF-8`,
-    });
+    })
+    // JSON Schema counts code points too.
+    .openapi({ maxLength: limits.contentChars, description: `At most ${limits.contentBytes} bytes of UTF-8` });
 
   return {
     content,

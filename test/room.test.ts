@@ -238,4 +238,31 @@ describe("eviction and restarts", () => {
     far.close();
     near.close();
   });
+
+  it("tells a socket that is still catching up about edits made meanwhile, after its replay", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const conv = await createConversation(alice, [bob]);
+    await env.DB.batch([
+      env.DB.prepare(
+        `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
+         INSERT INTO messages (id, conversation_id, seq, sender_id, content, created_at)
+         SELECT ?1 || '-' || i, ?1, i, ?2, 'bulk ' || i, 1 FROM n`,
+      ).bind(conv.id, alice),
+      env.DB.prepare("UPDATE conversations SET last_seq = 1000 WHERE id = ?").bind(conv.id),
+    ]);
+    const b = await connect(conv.id, bob, { since: 0 });
+    const edit = await call(`/v1/conversations/${conv.id}/messages/1`, {
+      method: "PATCH",
+      as: alice,
+      body: { content: "edited during the replay" },
+    });
+    expect(edit.status).toBe(200);
+    const updated = await b.next("message_updated", (f) => f.message.seq === 1, 0);
+    expect(updated.message.content).toBe("edited during the replay");
+    await b.until((s) => s.of("message").length >= 1000, 10_000);
+    expect(b.of("message").map((m) => m.message.seq)).toEqual(range(1, 1000));
+    const replayed = b.frames.findIndex((f) => f.type === "message" && f.message.seq === 1);
+    expect(b.frames.indexOf(updated)).toBeGreaterThan(replayed);
+    b.close();
+  });
 });
