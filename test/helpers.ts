@@ -71,3 +71,15 @@ export async function eventually<T>(check: () => Promise<T> | T, timeoutMs = 300
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/** Writes `count` messages from `senderId` straight into D1 (seq 1..count), as a long history would be. */
+export async function seedMessages(conversationId: string, senderId: string, count: number) {
+  await env.DB.batch([
+    env.DB.prepare(
+      `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?3)
+       INSERT INTO messages (id, conversation_id, seq, sender_id, content, created_at)
+       SELECT ?1 || '-' || i, ?1, i, ?2, 'bulk ' || i, 1 FROM n`,
+    ).bind(conversationId, senderId, count),
+    env.DB.prepare("UPDATE conversations SET last_seq = ?2 WHERE id = ?1").bind(conversationId, count),
+  ]);
+}

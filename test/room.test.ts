@@ -4,7 +4,7 @@ import { drizzle } from "drizzle-orm/d1";
 import { describe, expect, it } from "vitest";
 import type { ConversationRoom } from "../src/room";
 import type { MessageDto } from "../src/schemas";
-import { call, createConversation, expectError, uniqueUser } from "./helpers";
+import { call, createConversation, expectError, seedMessages, uniqueUser } from "./helpers";
 import { connect, type TestSocket } from "./socket";
 
 const room = (id: string) => env.ROOMS.getByName(id);
@@ -217,14 +217,7 @@ describe("eviction and restarts", () => {
   it("sends resync instead of a replay when more than 1000 messages were missed", async () => {
     const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
     const conv = await createConversation(alice, [bob]);
-    await env.DB.batch([
-      env.DB.prepare(
-        `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200)
-         INSERT INTO messages (id, conversation_id, seq, sender_id, content, created_at)
-         SELECT ?1 || '-' || i, ?1, i, ?2, 'bulk ' || i, 1 FROM n`,
-      ).bind(conv.id, alice),
-      env.DB.prepare("UPDATE conversations SET last_seq = 1200 WHERE id = ?").bind(conv.id),
-    ]);
+    await seedMessages(conv.id, alice, 1200);
     const far = await connect(conv.id, bob, { since: 100 });
     expect(await far.next("resync")).toEqual({ type: "resync", fromSeq: 100 });
     const near = await connect(conv.id, bob, { since: 200 });
@@ -242,14 +235,7 @@ describe("eviction and restarts", () => {
   it("tells a socket that is still catching up about edits made meanwhile, after its replay", async () => {
     const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
     const conv = await createConversation(alice, [bob]);
-    await env.DB.batch([
-      env.DB.prepare(
-        `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
-         INSERT INTO messages (id, conversation_id, seq, sender_id, content, created_at)
-         SELECT ?1 || '-' || i, ?1, i, ?2, 'bulk ' || i, 1 FROM n`,
-      ).bind(conv.id, alice),
-      env.DB.prepare("UPDATE conversations SET last_seq = 1000 WHERE id = ?").bind(conv.id),
-    ]);
+    await seedMessages(conv.id, alice, 1000);
     const b = await connect(conv.id, bob, { since: 0 });
     const edit = await call(`/v1/conversations/${conv.id}/messages/1`, {
       method: "PATCH",
