@@ -25,7 +25,14 @@ import {
 } from "./domain/messages";
 import { type Env, type Limits, readLimits } from "./env";
 import { ApiError, type ErrorCode, errorJson, notFound, toApiError, validationFailed } from "./errors";
-import { type MessageDto, type MessageSchemas, messageSchemas, type ParticipantDto, type ServerFrame } from "./schemas";
+import {
+  type ClientFrame,
+  type MessageDto,
+  type MessageSchemas,
+  messageSchemas,
+  type ParticipantDto,
+  type ServerFrame,
+} from "./schemas";
 
 /** What an RPC to the room returns: errors travel as values, so the Worker can answer with their code. */
 export type RoomResult<T> =
@@ -193,23 +200,31 @@ export class ConversationRoom extends DurableObject<Env> {
     const ref = localIdOf(raw);
     const parsed = this.#schemas().clientFrame.safeParse(raw);
     if (!parsed.success) return this.#refuse(ws, validationFailed(parsed.error), ref);
-    const frame = parsed.data;
+    try {
+      await this.#handle(ws, attachment.userId, parsed.data);
+    } catch (err) {
+      // A bug, not the client's fault: say so without details, and keep the socket.
+      console.error("frame failed", err);
+      this.#refuse(ws, new ApiError("internal", "Internal error"), ref);
+    }
+  }
+
+  async #handle(ws: WebSocket, userId: string, frame: ClientFrame): Promise<void> {
     switch (frame.type) {
       case "send": {
-        const result = await this.#send(attachment.userId, frame.content, frame.localId, ws);
-        if (result.ok) {
-          this.#strikes.delete(ws);
-          if (result.value.status === 200)
-            this.#sendTo(ws, { type: "ack", localId: frame.localId, message: result.value.message });
-        } else {
-          this.#refuse(ws, toError(result), frame.localId);
+        const result = await this.#send(userId, frame.content, frame.localId, ws);
+        if (!result.ok) return this.#refuse(ws, toError(result), frame.localId);
+        this.#strikes.delete(ws);
+        // A new message was acked by the commit loop, in order; a retry gets its original here.
+        if (result.value.status === 200) {
+          this.#sendTo(ws, { type: "ack", localId: frame.localId, message: result.value.message });
         }
         return;
       }
       case "typing":
-        return this.#setTyping(attachment.userId, frame.typing);
+        return this.#setTyping(userId, frame.typing);
       case "read": {
-        const result = await this.#markRead(attachment.userId, frame.seq, ws);
+        const result = await this.#markRead(userId, frame.seq, ws);
         if (!result.ok) this.#refuse(ws, toError(result));
         return;
       }
