@@ -15,5 +15,7 @@ export default defineConfig(async () => ({
   ],
   test: {
     setupFiles: ["./test/setup.ts"],
+    // These machines are shared and noisy: a test fails on what it asserts, not on a slow moment.
+    testTimeout: 20_000,
   },
 }));

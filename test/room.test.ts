@@ -49,7 +49,9 @@ async function failNextBatch(conversationId: string) {
 }
 
 describe("ordering under concurrency", () => {
-  it("gives 400 concurrent sends from 20 sockets gap-free seqs, one order for every receiver, and one row per ack", async () => {
+  it("gives 400 concurrent sends from 20 sockets gap-free seqs, one order for every receiver, and one row per ack", {
+    timeout: 60_000,
+  }, async () => {
     const users = Array.from({ length: 20 }, () => uniqueUser("crowd"));
     const [owner, ...rest] = users as [string, ...string[]];
     const conv = await createConversation(owner, rest);
@@ -58,7 +60,7 @@ describe("ordering under concurrency", () => {
     sockets.forEach((s, i) => {
       for (let n = 0; n < 20; n++) s.send({ type: "send", localId: `s${i}-m${n}`, content: `from ${i}: ${n}` });
     });
-    await Promise.all(sockets.map((s) => s.until((x) => seqsSeen(x).length >= 400, 20_000, "400 messages")));
+    await Promise.all(sockets.map((s) => s.until((x) => seqsSeen(x).length >= 400, 50_000, "400 messages")));
 
     for (const s of sockets) {
       expect(seqsSeen(s)).toEqual(range(1, 400));
