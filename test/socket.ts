@@ -33,7 +33,7 @@ export class TestSocket {
   }
 
   /** Waits until `ready(frames)` holds, or fails after `timeoutMs`. */
-  async until<T>(test: (s: TestSocket) => T | undefined | false, timeoutMs = 5000, what = "a frame"): Promise<T> {
+  async until<T>(test: (s: TestSocket) => T | undefined | false, timeoutMs = 10_000, what = "a frame"): Promise<T> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const value = test(this);
@@ -54,7 +54,7 @@ export class TestSocket {
   next<K extends Frame["type"]>(type: K, match: (f: Extract<Frame, { type: K }>) => boolean = () => true, from = 0) {
     return this.until(
       (s) => s.frames.slice(from).find((f): f is Extract<Frame, { type: K }> => f.type === type && match(f as never)),
-      5000,
+      10_000,
       `a ${type} frame`,
     );
   }
@@ -64,7 +64,7 @@ export class TestSocket {
   }
 
   waitClosed() {
-    return this.until((s) => s.closed, 5000, "the close");
+    return this.until((s) => s.closed, 10_000, "the close");
   }
 
   close(code = 1000) {
