@@ -1,0 +1,19 @@
+// The typed client of the chat API: `ChatClient` for REST, `ConversationSocket` for one conversation live.
+export {
+  ChatApiError,
+  ChatClient,
+  type ChatClientOptions,
+  type Conversation,
+  type Message,
+  type Participant,
+  type TokenSource,
+} from "./rest";
+export {
+  ConversationSocket,
+  type ConversationSocketEvents,
+  type ConversationSocketOptions,
+  newLocalId,
+  type SocketConnector,
+  type SocketStatus,
+  type WebSocketLike,
+} from "./socket";
