@@ -176,7 +176,7 @@ export class ConversationRoom extends DurableObject<Env> {
     } catch (err) {
       console.error("catch-up failed", err);
       this.#sendTo(ws, { type: "error", code: "unavailable", message: "Catching up failed; reconnect" });
-      ws.close(1011, "catch-up failed");
+      ws.close(1012, "catching up failed; reconnect");
     }
   }
 
