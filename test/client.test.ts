@@ -203,4 +203,47 @@ describe("ConversationSocket", () => {
     expect(b.status).toBe("closed");
     await expect(b.send("too late")).rejects.toBeInstanceOf(ChatApiError);
   });
+
+  it("reconnects at once when asked, and takes its own replayed message as acknowledged", async () => {
+    const { bob, conv } = await twoPeople();
+    let dropAcks = true;
+    // A network that loses acks while `dropAcks` holds: the message is stored but the sender never hears so.
+    const lossy: SocketConnector = async (url) => {
+      const ws = await workerdConnector(url);
+      return {
+        send: (data) => ws.send(data),
+        close: (code, reason) => ws.close(code, reason),
+        addEventListener: (type: "message" | "close", listener: (event: never) => void) =>
+          ws.addEventListener(type as "message", (event) => {
+            const data = (event as { data: unknown }).data;
+            if (dropAcks && typeof data === "string" && data.includes('"type":"ack"')) return;
+            listener(event as never);
+          }),
+      } as WebSocketLike;
+    };
+    const b = new ConversationSocket(clientFor(bob), conv.id, {
+      connect: lossy,
+      since: 0,
+      backoff: { initialMs: 60_000, maxMs: 60_000 },
+    });
+    const seen = record(b);
+    await opened(b);
+    const sending = b.send("ack lost", "lost-ack");
+    await eventually(async () => {
+      const row = await env.DB.prepare("SELECT count(*) AS n FROM messages WHERE conversation_id = ?")
+        .bind(conv.id)
+        .first<{ n: number }>();
+      return row?.n === 1;
+    });
+    expect(b.pending()).toHaveLength(1);
+    dropAcks = false;
+    const startedAt = Date.now();
+    b.reconnect(); // without it, the next try would be a minute away
+    expect(await sending).toMatchObject({ seq: 1, localId: "lost-ack" });
+    expect(Date.now() - startedAt).toBeLessThan(10_000);
+    await opened(b);
+    expect(b.pending()).toEqual([]);
+    expect(seen.messages.map((m) => m.seq)).toEqual([1]);
+    b.close();
+  });
 });

@@ -84,6 +84,11 @@ export class ConversationSocket {
   #typingSentAt = 0;
   /** Live messages that arrive while a resync pages history; delivered after it. */
   #held: Message[] | undefined;
+  /** The signed-in user, from `ready`. */
+  #userId: string | undefined;
+  /** Ends the current backoff wait early. */
+  #wake: (() => void) | undefined;
+  #reconnectNow = false;
 
   constructor(client: ChatClient, conversationId: string, options: ConversationSocketOptions = {}) {
     this.#client = client;
@@ -95,12 +100,23 @@ export class ConversationSocket {
       pongTimeoutMs: options.pongTimeoutMs ?? 10_000,
       backoff: options.backoff ?? { initialMs: 500, maxMs: 30_000 },
     };
+    this.#watchNetwork();
     void this.#run();
   }
 
+  /** In a browser: drop the socket when the device goes offline, and reconnect at once when it is back. */
+  #watchNetwork(): void {
+    const page = globalThis as { document?: unknown; addEventListener?: (type: string, listener: () => void) => void };
+    if (!page.document || !page.addEventListener) return;
+    page.addEventListener("offline", () => this.#ws?.close(4000, "offline"));
+    page.addEventListener("online", () => {
+      if (!this.#stopped) this.reconnect();
+    });
+  }
+
   on<K extends keyof ConversationSocketEvents>(event: K, listener: (value: ConversationSocketEvents[K]) => void) {
-    let set = this.#listeners.get(event);
-    if (!set) this.#listeners.set(event, (set = new Set()));
+    const set = this.#listeners.get(event) ?? new Set();
+    this.#listeners.set(event, set);
     set.add(listener as (value: never) => void);
     return () => set.delete(listener as (value: never) => void);
   }
@@ -138,8 +154,17 @@ export class ConversationSocket {
     this.#frame({ type: "typing", typing: false });
   }
 
-  markRead(seq: number): void {
-    this.#frame({ type: "read", seq });
+  /** Moves the read marker; false when the socket is not open (then use ChatClient.markRead, or retry). */
+  markRead(seq: number): boolean {
+    return this.#frame({ type: "read", seq });
+  }
+
+  /** Drops the current connection and connects again now, without waiting out the backoff (e.g. when the
+   * device comes back online); what was missed is replayed and the outbox resent as after any reconnect. */
+  reconnect(): void {
+    this.#reconnectNow = true;
+    this.#wake?.();
+    this.#ws?.close(4000, "reconnecting");
   }
 
   /** Closes for good; unacknowledged sends reject. */
@@ -177,10 +202,22 @@ export class ConversationSocket {
       if (this.#stopped) return;
       if (closeCode === 4403) return this.#end(4403, "removed from the conversation");
       this.#setStatus("reconnecting");
+      if (this.#reconnectNow) {
+        this.#reconnectNow = false;
+        attempt = 0;
+        continue;
+      }
       const { initialMs, maxMs } = this.#options.backoff;
       const base = Math.min(maxMs, initialMs * 2 ** attempt) * (closeCode === 4429 ? 4 : 1);
       attempt++;
-      await new Promise((resolve) => setTimeout(resolve, base * (0.5 + Math.random() * 0.5)));
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, base * (0.5 + Math.random() * 0.5));
+        this.#wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.#wake = undefined;
     }
   }
 
@@ -220,6 +257,7 @@ export class ConversationSocket {
     switch (frame.type) {
       case "ready": {
         const { type: _, ...ready } = frame;
+        this.#userId = ready.userId;
         if (this.lastSeq < 0) this.lastSeq = ready.lastSeq;
         return this.#emit("ready", ready);
       }
@@ -269,6 +307,14 @@ export class ConversationSocket {
     if (this.#held && !fromHistory) {
       this.#held.push(message);
       return;
+    }
+    // One's own message can come back as a message rather than an ack (the ack was lost with a connection):
+    // it is stored, so it leaves the outbox.
+    const own = message.senderId === this.#userId && message.localId ? this.#outbox.get(message.localId) : undefined;
+    if (own) {
+      this.#outbox.delete(own.localId);
+      clearTimeout(own.retryTimer);
+      own.resolve(message);
     }
     if (message.seq <= this.lastSeq) return;
     this.lastSeq = message.seq;
