@@ -3,7 +3,9 @@
 import { spawn, spawnSync } from "node:child_process";
 import { readDevVars } from "./dev-vars.mjs";
 
-readDevVars();
+if (!readDevVars().DEV_AUTH) {
+  console.error("Note: .dev.vars has no DEV_AUTH=1, so the demo page cannot sign in; add that line to it.");
+}
 
 const migrate = spawnSync("wrangler", ["d1", "migrations", "apply", "DB", "--local"], {
   stdio: ["ignore", "inherit", "inherit"],

@@ -6,6 +6,7 @@ import { ApiError, errorResponse, notFound, validationFailed } from "./errors";
 import { requireUser } from "./middleware/auth";
 import { corsForOrigins } from "./middleware/origins";
 import { conversationRoutes } from "./routes/conversations";
+import { devRoutes } from "./routes/dev";
 import { isTicketConnect, messageRoutes } from "./routes/messages";
 import { metaRoutes } from "./routes/meta";
 
@@ -38,6 +39,7 @@ export function createApp(limits: Limits): OpenAPIHono<AppEnv> {
   );
 
   metaRoutes(app);
+  devRoutes(app); // answers only when DEV_AUTH is set (.dev.vars); 404 otherwise
   conversationRoutes(app, limits);
   messageRoutes(app, limits);
 
