@@ -9,6 +9,7 @@ import { conversationRoutes } from "./routes/conversations";
 import { devRoutes } from "./routes/dev";
 import { isTicketConnect, messageRoutes } from "./routes/messages";
 import { metaRoutes } from "./routes/meta";
+import { pushRoutes } from "./routes/push";
 
 /** The Worker's HTTP application for the given limits. */
 export function createApp(limits: Limits): OpenAPIHono<AppEnv> {
@@ -42,6 +43,7 @@ export function createApp(limits: Limits): OpenAPIHono<AppEnv> {
   devRoutes(app); // answers only when DEV_AUTH is set (.dev.vars); 404 otherwise
   conversationRoutes(app, limits);
   messageRoutes(app, limits);
+  pushRoutes(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "Bearer", {
     type: "http",

@@ -1,3 +1,4 @@
+import type { PushTask } from "./push/tasks";
 import type { ConversationRoom } from "./room";
 
 /** Bindings and variables of the Worker, as wrangler.toml and secrets declare them. */
@@ -22,6 +23,14 @@ export interface Env {
   MAX_SOCKETS_PER_USER?: string;
   MAX_REPLAY?: string;
   TICKET_TTL_SECONDS?: string;
+  /** Push notifications to participants who are away (src/push/); unset channels are not used. */
+  PUSH_QUEUE?: Queue<PushTask>;
+  PUSH_DELAY_SECONDS?: string;
+  PUSH_WEBHOOK_URL?: string;
+  PUSH_WEBHOOK_SECRET?: string;
+  VAPID_PUBLIC_KEY?: string;
+  VAPID_PRIVATE_KEY?: string;
+  VAPID_SUBJECT?: string;
 }
 
 /** What a request handler can rely on after authentication. */

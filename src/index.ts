@@ -1,6 +1,7 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { createApp } from "./app";
 import { type AppEnv, type Env, readLimits } from "./env";
+import { handlePushBatch } from "./push/consumer";
 
 export { ConversationRoom } from "./room";
 
@@ -11,5 +12,8 @@ export default {
   fetch(request, env, ctx) {
     app ??= createApp(readLimits(env));
     return app.fetch(request, env, ctx);
+  },
+  queue(batch, env) {
+    return handlePushBatch(batch, env);
   },
 } satisfies ExportedHandler<Env>;

@@ -5,9 +5,11 @@ import { findConversationFor, findMembership } from "./db/conversations";
 import {
   findMessageByLocalId,
   findMessageBySeq,
+  findMessagesByIds,
   historyPage,
   type Outcome,
   planCommit,
+  type UnreadAfterCommit,
   type Write,
 } from "./db/messages";
 import { batchSql } from "./db/raw";
@@ -16,6 +18,7 @@ import {
   ABUSE_STRIKES,
   type Bucket,
   catchUpPlan,
+  contentHash,
   DELIVERED_FLUSH_MS,
   IDLE_SOCKET_MS,
   type MessageRow,
@@ -25,6 +28,8 @@ import {
 } from "./domain/messages";
 import { type Env, type Limits, readLimits } from "./env";
 import { ApiError, type ErrorCode, errorJson, notFound, toApiError, validationFailed } from "./errors";
+import { pushEnabled } from "./push/config";
+import { schedulePushCheck } from "./push/tasks";
 import {
   type ClientFrame,
   type MessageDto,
@@ -315,6 +320,11 @@ export class ConversationRoom extends DurableObject<Env> {
     return value.expiresAt > Date.now() ? value.userId : null;
   }
 
+  /** The users with a socket open here right now; the push consumer sends nothing to them. */
+  async onlineUserIds(): Promise<string[]> {
+    return this.#onlineUsers();
+  }
+
   /** After participants were added or removed in D1: tell every socket, and close the removed users' sockets. */
   async participantsChanged(input: {
     conversationId: string;
@@ -355,7 +365,8 @@ export class ConversationRoom extends DurableObject<Env> {
       // Nothing inserted: the (sender, localId) exists already, or the sender is no longer a participant.
       const original = localId ? await findMessageByLocalId(this.db, this.#conversationId(), senderId, localId) : null;
       if (!original) return fail(notFound());
-      if (original.content !== content) {
+      // Compared with the content as first sent: an edit or a delete since then does not make a retry a reuse.
+      if (original.sentHash !== (await contentHash(content))) {
         return fail(new ApiError("idempotency_conflict", "This localId was used for other content"));
       }
       return ok({ status: 200, message: toMessage(original) });
@@ -411,29 +422,60 @@ export class ConversationRoom extends DurableObject<Env> {
     try {
       while (this.#pending.length > 0) {
         const group = this.#pending.splice(0, MAX_GROUP);
-        const plan = planCommit(
-          this.#conversationId(),
-          group.map((p) => p.write),
-        );
+        const plan = planCommit(this.#conversationId(), await withSentHashes(group), {
+          listUnread: pushEnabled(this.env),
+        });
         let results: unknown[][];
         try {
           results = await batchSql(this.db, plan.statements);
         } catch (err) {
-          const error = toApiError(err);
-          if (error.code === "internal") console.error("commit failed", err);
-          for (const p of group) p.reject(error);
+          await this.#failed(group, err);
           continue;
         }
         const outcomes = plan.outcomes(results);
         group.forEach((p, i) => {
-          const outcome = outcomes[i] ?? null;
-          this.#announce(p, outcome);
-          p.resolve(outcome);
+          this.#settle(p, outcomes[i] ?? null);
         });
+        const unread = plan.unread(results);
+        if (unread) this.#schedulePush(unread);
       }
     } finally {
       this.#draining = false;
     }
+  }
+
+  #settle(pending: Pending, outcome: Outcome): void {
+    this.#announce(pending, outcome);
+    pending.resolve(outcome);
+  }
+
+  /**
+   * A batch failed. D1 can lose its reply after it committed, so before saying "nothing was stored" the room
+   * looks for the messages the batch would have inserted: found, the batch committed, and its sends are
+   * announced as usual while its other writes (all idempotent) go round again; not found, nothing was stored.
+   */
+  async #failed(group: Pending[], err: unknown): Promise<void> {
+    const error = toApiError(err);
+    if (error.code === "internal") console.error("commit failed", err);
+    const sends = group.filter((p) => p.write.kind === "send");
+    let stored: MessageRow[] = [];
+    if (error.code === "unavailable" && sends.length > 0) {
+      try {
+        stored = await findMessagesByIds(
+          this.db,
+          sends.map((p) => (p.write as Extract<Write, { kind: "send" }>).id),
+        );
+      } catch {
+        // Still unreachable: it cannot be known, so say what the contract lets a client act on safely.
+      }
+    }
+    if (stored.length === 0) {
+      for (const p of group) p.reject(error);
+      return;
+    }
+    const byId = new Map(stored.map((row) => [row.id, row]));
+    for (const p of sends) this.#settle(p, byId.get((p.write as Extract<Write, { kind: "send" }>).id) ?? null);
+    this.#pending.unshift(...group.filter((p) => p.write.kind !== "send"));
   }
 
   /** Tells the sockets what a committed write changed. */
@@ -473,6 +515,18 @@ export class ConversationRoom extends DurableObject<Env> {
         );
         return;
       }
+    }
+  }
+
+  /** Schedules a push check of committed messages, unless everyone who has not read them has a socket here. */
+  #schedulePush({ seq, userIds }: UnreadAfterCommit): void {
+    try {
+      const online = new Set(this.#onlineUsers());
+      if (userIds.every((u) => online.has(u))) return;
+      // Not awaited: acks and broadcasts never wait for, or fail with, push notifications.
+      this.ctx.waitUntil(schedulePushCheck(this.env, { conversationId: this.#conversationId(), seq }));
+    } catch (err) {
+      console.error("push check not scheduled", err);
     }
   }
 
@@ -681,6 +735,15 @@ export class ConversationRoom extends DurableObject<Env> {
 }
 
 const byteLength = (text: string) => new TextEncoder().encode(text).byteLength;
+
+/** The group's writes, sends with a localId given their content hash (here, so the queue keeps its order). */
+function withSentHashes(group: Pending[]): Promise<Write[]> {
+  return Promise.all(
+    group.map(async ({ write }) =>
+      write.kind === "send" && write.localId ? { ...write, sentHash: await contentHash(write.content) } : write,
+    ),
+  );
+}
 
 /** The localId a frame concerned, when it has one, for the `ref` of an error frame. */
 function localIdOf(raw: unknown): string | undefined {

@@ -1,5 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import type { Limits } from "./env";
+import { base64UrlBytes } from "./push/keys";
 
 // The zod schemas are the single truth for REST bodies, WebSocket frames and the OpenAPI document.
 // Those that depend on a configurable limit are made from the limits in force.
@@ -92,6 +93,7 @@ export function limitedSchemas(limits: Limits) {
     .string()
     .trim()
     .min(1)
+    .refine((s) => s.isWellFormed(), "must be well-formed Unicode (no lone surrogates)")
     .refine((s) => codePoints(s) <= limits.titleChars, `must be at most ${limits.titleChars} characters`)
     .openapi({ maxLength: limits.titleChars });
   const userIds = z
@@ -103,6 +105,7 @@ export function limitedSchemas(limits: Limits) {
   const content = z
     .string()
     .min(1)
+    .refine((s) => s.isWellFormed(), "must be well-formed Unicode (no lone surrogates)")
     .refine((s) => codePoints(s) <= limits.contentChars, `must be at most ${limits.contentChars} characters`)
     .refine((s) => s.trim().length > 0, "must not be only white space")
     .refine((s) => new TextEncoder().encode(s).byteLength <= limits.contentBytes, {
@@ -195,3 +198,32 @@ export type ServerFrame =
   | { type: "receipt"; userId: string; lastReadSeq: number; lastDeliveredSeq: number }
   | { type: "participants"; participants: ParticipantDto[] }
   | { type: "error"; code: string; message: string; ref?: string; retryAfterMs?: number };
+
+// ---- Push subscriptions -----------------------------------------------------------------------------------
+
+/** A push service's URL for one browser subscription: https only (RFC 8030). */
+const PushEndpoint = z
+  .string()
+  .max(2048)
+  .refine((s) => URL.canParse(s) && new URL(s).protocol === "https:", "must be an https URL")
+  .openapi({ format: "uri", example: "https://fcm.googleapis.com/fcm/send/c1KrmpTuRm0:APA91bH..." });
+
+const base64UrlOf = (bytes: number, what: string) =>
+  z
+    .string()
+    .max(200)
+    .refine((s) => base64UrlBytes(s)?.length === bytes, `must be ${what}: ${bytes} bytes in base64url`);
+
+export const PushSubscriptionBody = z
+  .strictObject({
+    endpoint: PushEndpoint,
+    // Part of PushSubscription.toJSON(), so that a browser's subscription can be sent as it is; not used.
+    expirationTime: z.number().nullable().optional(),
+    keys: z.strictObject({
+      p256dh: base64UrlOf(65, "an uncompressed P-256 public key"),
+      auth: base64UrlOf(16, "the authentication secret"),
+    }),
+  })
+  .openapi("PushSubscription");
+
+export const PushUnsubscribeBody = z.strictObject({ endpoint: PushEndpoint }).openapi("PushUnsubscribe");

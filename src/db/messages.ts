@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, lt, type SQL, sql } from "drizzle-orm";
+import { and, asc, desc, eq, gt, inArray, lt, type SQL, sql } from "drizzle-orm";
 import type { ParticipantRow } from "../domain/conversations";
 import type { MessageRow } from "../domain/messages";
 import type { Db } from "./conversations";
@@ -6,7 +6,16 @@ import { messages } from "./schema";
 
 /** Every write that needs the conversation's order. The room commits them in groups, in arrival order. */
 export type Write =
-  | { kind: "send"; id: string; senderId: string; content: string; localId: string | null; now: number }
+  | {
+      kind: "send";
+      id: string;
+      senderId: string;
+      content: string;
+      localId: string | null;
+      /** contentHash(content) when there is a localId, to recognise retries later; the commit loop adds it. */
+      sentHash?: string | null;
+      now: number;
+    }
   | { kind: "edit"; actorId: string; seq: number; content: string; now: number }
   | { kind: "delete"; actorId: string; seq: number; now: number }
   | { kind: "read"; userId: string; seq: number }
@@ -36,7 +45,7 @@ const isParticipant = (conversationId: string, userId: string) =>
  * seqs are gap-free whatever is skipped, and an insert whose (sender, localId) exists already, or whose
  * sender is no longer a participant, inserts nothing. The caller must not run two groups at once.
  */
-export function planCommit(conversationId: string, writes: Write[]) {
+export function planCommit(conversationId: string, writes: Write[], options: { listUnread?: boolean } = {}) {
   const statements: SQL[] = [];
   const slots: number[] = [];
   const push = (statement: SQL) => statements.push(statement) - 1;
@@ -47,10 +56,10 @@ export function planCommit(conversationId: string, writes: Write[]) {
         slots.push(
           push(
             sql`
-              INSERT INTO messages (id, conversation_id, seq, sender_id, content, local_id, created_at)
+              INSERT INTO messages (id, conversation_id, seq, sender_id, content, local_id, sent_hash, created_at)
               SELECT ${w.id}, ${conversationId},
                 coalesce((SELECT seq FROM messages WHERE conversation_id = ${conversationId} ORDER BY seq DESC LIMIT 1), 0) + 1,
-                ${w.senderId}, ${w.content}, ${w.localId}, ${w.now}
+                ${w.senderId}, ${w.content}, ${w.localId}, ${w.sentHash ?? null}, ${w.now}
               WHERE ${isParticipant(conversationId, w.senderId)}
                 AND NOT EXISTS (SELECT 1 FROM messages
                   WHERE conversation_id = ${conversationId} AND sender_id = ${w.senderId} AND local_id = ${w.localId})
@@ -127,11 +136,39 @@ export function planCommit(conversationId: string, writes: Write[]) {
     }
   }
 
+  // For push notifications: who, after this batch, has not read up to the conversation's last message.
+  const unreadSlot =
+    sends.length > 0 && options.listUnread
+      ? push(sql`
+          SELECT user_id AS userId FROM participants
+          WHERE conversation_id = ${conversationId}
+            AND last_read_seq < (SELECT last_seq FROM conversations WHERE id = ${conversationId})`)
+      : -1;
+
+  const outcomes = (results: unknown[][]): Outcome[] =>
+    slots.map((slot) => ((results[slot] as Outcome[] | undefined)?.[0] ?? null) as Outcome);
   return {
     statements,
-    outcomes: (results: unknown[][]): Outcome[] =>
-      slots.map((slot) => ((results[slot] as Outcome[] | undefined)?.[0] ?? null) as Outcome),
+    outcomes,
+    /**
+     * When the batch stored at least one message and `listUnread` was asked for: the highest seq it stored
+     * and the participants who have not read up to it. Null otherwise.
+     */
+    unread: (results: unknown[][]): UnreadAfterCommit | null => {
+      if (unreadSlot < 0) return null;
+      const stored = outcomes(results).flatMap((o, i) =>
+        writes[i]?.kind === "send" && o ? [(o as MessageRow).seq] : [],
+      );
+      if (stored.length === 0) return null;
+      const rows = (results[unreadSlot] ?? []) as { userId: string }[];
+      return { seq: Math.max(...stored), userIds: rows.map((r) => r.userId) };
+    },
   };
+}
+
+export interface UnreadAfterCommit {
+  seq: number;
+  userIds: string[];
 }
 
 /** The conversation's last_seq and last-message fields, from its newest message (a tombstone previews as ""). */
@@ -162,15 +199,19 @@ export async function findMessageByLocalId(
   conversationId: string,
   senderId: string,
   localId: string,
-): Promise<MessageRow | null> {
+): Promise<(MessageRow & { sentHash: string | null }) | null> {
   const row = await db
-    .select(messageColumns)
+    .select({ ...messageColumns, sentHash: messages.sentHash })
     .from(messages)
     .where(
       and(eq(messages.conversationId, conversationId), eq(messages.senderId, senderId), eq(messages.localId, localId)),
     )
     .get();
   return row ?? null;
+}
+
+export async function findMessagesByIds(db: Db, ids: string[]): Promise<MessageRow[]> {
+  return db.select(messageColumns).from(messages).where(inArray(messages.id, ids));
 }
 
 export async function findMessageBySeq(db: Db, conversationId: string, seq: number): Promise<MessageRow | null> {

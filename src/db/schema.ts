@@ -49,6 +49,9 @@ export const messages = sqliteTable(
     senderId: text("sender_id").notNull(),
     content: text("content").notNull(),
     localId: text("local_id"),
+    // SHA-256 of the content as first sent with a localId: a retry is told apart from a reuse even after an
+    // edit or a delete has changed the content.
+    sentHash: text("sent_hash"),
     createdAt: integer("created_at").notNull(),
     editedAt: integer("edited_at"),
     deletedAt: integer("deleted_at"),

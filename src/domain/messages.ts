@@ -27,6 +27,12 @@ export function toMessage(row: MessageRow): MessageDto {
   };
 }
 
+/** The fingerprint of a message's content as sent, which outlives edits and deletes (base64 of SHA-256). */
+export async function contentHash(content: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(content));
+  return btoa(String.fromCharCode(...new Uint8Array(digest)));
+}
+
 /** After a reconnect from `since`: replay what was missed, or, past the replay limit, ask for REST paging. */
 export function catchUpPlan(since: number, lastSeq: number, maxReplay: number): "replay" | "resync" | "none" {
   if (since >= lastSeq) return "none";
