@@ -56,16 +56,18 @@ export async function deleteGoneSubscription(db: Db, endpoint: string, p256dh: s
     .where(and(eq(pushSubscriptions.endpoint, endpoint), eq(pushSubscriptions.p256dh, p256dh)));
 }
 
+const subscriptionColumns = {
+  endpoint: pushSubscriptions.endpoint,
+  userId: pushSubscriptions.userId,
+  p256dh: pushSubscriptions.p256dh,
+  auth: pushSubscriptions.auth,
+};
+
 /** Every subscription of these users (at most 100 of them: a conversation's participants). */
 export async function findSubscriptions(db: Db, userIds: string[]): Promise<SubscriptionRow[]> {
   if (userIds.length === 0) return [];
   return db
-    .select({
-      endpoint: pushSubscriptions.endpoint,
-      userId: pushSubscriptions.userId,
-      p256dh: pushSubscriptions.p256dh,
-      auth: pushSubscriptions.auth,
-    })
+    .select(subscriptionColumns)
     .from(pushSubscriptions)
     .where(inArray(pushSubscriptions.userId, sql`(SELECT value FROM json_each(${JSON.stringify(userIds)}))`))
     .orderBy(asc(pushSubscriptions.userId), asc(pushSubscriptions.createdAt));
@@ -116,12 +118,7 @@ export async function findRetryState(
       .from(participants)
       .where(and(eq(participants.conversationId, conversationId), eq(participants.userId, userId))),
     db
-      .select({
-        endpoint: pushSubscriptions.endpoint,
-        userId: pushSubscriptions.userId,
-        p256dh: pushSubscriptions.p256dh,
-        auth: pushSubscriptions.auth,
-      })
+      .select(subscriptionColumns)
       .from(pushSubscriptions)
       .where(and(eq(pushSubscriptions.endpoint, endpoint ?? ""), eq(pushSubscriptions.userId, userId))),
   ]);
