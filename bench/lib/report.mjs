@@ -1,0 +1,198 @@
+// The results as the issue's targets (met or not) and as a markdown table.
+
+const fmt = (/** @type {unknown} */ v) =>
+  v === undefined || v === null ? "—" : typeof v === "number" ? v.toLocaleString("en-US") : String(v);
+const lat = (/** @type {any} */ l) => (l ? `${l.p50} / ${l.p99} / ${l.p999}` : "—");
+const mark = (/** @type {boolean | null} */ met) => (met === null ? "not run" : met ? "met" : "**missed**");
+
+/**
+ * The issue's targets, each with what was measured.
+ * @param {{ results: Record<string, any> }} report
+ */
+export function targets({ results }) {
+  const out = [];
+  for (const clients of [2, 50]) {
+    const r = results[`throughput-${clients}`];
+    const ok = r && !r.error && r.oursOverFloor !== null && r.ours?.checks?.ok;
+    out.push({
+      target: `durable sends/s into one conversation, ${clients} clients ≥ 0.6× the floor`,
+      measured: r?.oursOverFloor ?? null,
+      met: r && !r.error ? Boolean(ok && r.oursOverFloor >= 0.6) : null,
+    });
+  }
+  const fan = results["fanout-100x100"];
+  out.push({
+    target: "fan-out p99 ≤ 30 ms at 100 sockets × 100 msg/s with 100 % delivery",
+    measured: fan?.ours ? `p99 ${fan.ours.latencyMs.p99} ms, ${fan.ours.checks.deliveredPercent} % delivered` : null,
+    met: fan?.ours ? fan.ours.latencyMs.p99 <= 30 && fan.ours.checks.ok : null,
+  });
+  const history = results.history;
+  const growth = history?.p99Growth;
+  out.push({
+    target: `history p99 at ${fmt(growth?.to)} rows ≤ 1.3× p99 at ${fmt(growth?.from)} rows (newest page, deep page)`,
+    measured: growth ? `${growth.newest}×, ${growth.deep}×` : null,
+    met: growth
+      ? growth.newest <= 1.3 &&
+        growth.deep <= 1.3 &&
+        history.rows.every((/** @type {any} */ r) => r.wrongResponses === 0)
+      : null,
+  });
+  const list = results.list;
+  out.push({
+    target: "conversation list D1 round trips constant (10, 100, 1000 conversations)",
+    measured: list?.roundTrips ? `${list.roundTrips.join(", ")} per request` : null,
+    met: list?.rows
+      ? list.roundTripsConstant && list.rows.every((/** @type {any} */ r) => r.wrongResponses === 0)
+      : null,
+  });
+  return out;
+}
+
+/** Every run's delivery and order checks, flattened: [name, checks]. */
+function allChecks(/** @type {Record<string, any>} */ results) {
+  /** @type {[string, any][]} */
+  const out = [];
+  for (const [name, r] of Object.entries(results)) {
+    if (!r || r.error) continue;
+    for (const who of ["ours", "floor", "node-ws"]) if (r[who]?.checks) out.push([`${name} ${who}`, r[who].checks]);
+    if (r.checks) out.push([name, r.checks]);
+  }
+  return out;
+}
+
+/**
+ * @param {{ date: string, mode: string, machine: any, settings: any, results: Record<string, any>, targets: any[], totalSeconds: number, loadAverage: { atStart: number[], afterStep: Record<string, number[]> } }} report
+ */
+export function markdown(report) {
+  const { results: r, machine: m } = report;
+  const lines = [];
+  lines.push(`Run ${report.date} (${report.mode}), ${report.totalSeconds} s in all.`);
+  lines.push(
+    `Machine: ${m.cpuModel}, ${m.cores} cores, ${m.memoryGiB} GiB, ${m.kernel}; Node ${m.node}, wrangler ${m.wrangler}; ` +
+      (m.pinned ? `server on core ${m.serverCore}, load generator on core ${m.generatorCore}.` : "not pinned."),
+  );
+  const loads = Object.values(report.loadAverage.afterStep).map((l) => l[0] ?? 0);
+  lines.push(
+    `Load average (1 min) at the start ${report.loadAverage.atStart[0]}, after the steps ${Math.min(...loads)} to ${Math.max(...loads)} (2 cores: other jobs shared the machine when above 2).`,
+  );
+  lines.push("");
+  lines.push("| Scenario | Ours | Floor DO | Node ws | Ours ÷ floor |");
+  lines.push("|---|---:|---:|---:|---:|");
+  for (const clients of [2, 50]) {
+    const t = r[`throughput-${clients}`];
+    if (!t) continue;
+    lines.push(
+      `| Durable sends/s, 1 conversation, ${clients} clients (median of ${t.rounds} rounds) | ${fmt(t.ours?.sendsPerSecond)} | ${fmt(t.floor?.sendsPerSecond)} | ${fmt(t["node-ws"]?.sendsPerSecond)} | ${fmt(t.oursOverFloor)}×${t.oursOverFloorByRound?.length ? ` (by round: ${t.oursOverFloorByRound.join(", ")})` : ""} |`,
+    );
+  }
+  for (const [name, f] of Object.entries(r)) {
+    if (!name.startsWith("fanout-") || !f || f.error) continue;
+    const deliveredShort = (/** @type {any} */ x) =>
+      x?.checks && !x.checks.ok ? ` (${x.checks.deliveredPercent} %)` : "";
+    lines.push(
+      `| Fan-out ${f.sockets} sockets × ${f.rate} msg/s, latency p50 / p99 / p99.9 ms | ${lat(f.ours?.latencyMs)}${deliveredShort(f.ours)} | ${lat(f.floor?.latencyMs)}${deliveredShort(f.floor)} | ${lat(f["node-ws"]?.latencyMs)}${deliveredShort(f["node-ws"])} | ${ratioP99(f)} |`,
+    );
+  }
+  const mc = r["conversations-100"];
+  if (mc && !mc.error) {
+    lines.push(
+      `| 100 conversations at once, durable messages/s in all | ${fmt(mc.ours?.messagesPerSecond)} | ${fmt(mc.floor?.messagesPerSecond)} | — | ${fmt(mc.oursOverFloor)}× |`,
+    );
+  }
+  const h = r.history;
+  if (h?.rows) {
+    const floor = h.rows.find((/** @type {any} */ row) => row.page === "floor");
+    for (const row of h.rows.filter((/** @type {any} */ x) => x.page !== "floor")) {
+      lines.push(
+        `| History, ${fmt(row.messages)} messages, ${row.page} page of ${h.pageSize}: p50 / p99 ms (D1 round trips) | ${row.latencyMs.p50} / ${row.latencyMs.p99} (${row.d1RoundTrips.join(",")}) | ${restFloor(floor)} | — | ${restRatio(row, floor)} |`,
+      );
+    }
+  }
+  const l = r.list;
+  if (l?.rows) {
+    const floor = l.rows.find((/** @type {any} */ row) => row.page === "floor");
+    for (const row of l.rows.filter((/** @type {any} */ x) => x.page !== "floor")) {
+      lines.push(
+        `| Conversation list, user in ${fmt(row.conversations)}, ${row.page}: p50 / p99 ms (D1 round trips) | ${row.latencyMs.p50} / ${row.latencyMs.p99} (${row.d1RoundTrips.join(",")}) | ${restFloor(floor)} | — | ${restRatio(row, floor)} |`,
+      );
+    }
+  }
+  const mem = r.memory?.ours ? r.memory : null;
+  if (mem) {
+    // At or below zero, the figure is within the noise of a shared process's RSS: said so, not shown as a size.
+    const kib = (/** @type {number | undefined} */ v) => (v === undefined ? "—" : v > 0 ? fmt(v) : `< noise (${v})`);
+    lines.push(
+      `| Memory per idle socket, ${fmt(mem.sockets)} sockets in ${mem.rooms} rooms of ${mem.socketsPerRoom}: KiB of server RSS (of JS heap after GC) | ${kib(mem.ours.perSocketKiB)} (${kib(mem.ours.jsHeapPerSocketKiB)}) | ${kib(mem.floor?.perSocketKiB)} (${kib(mem.floor?.jsHeapPerSocketKiB)}) | ${kib(mem["node-ws"]?.perSocketKiB)} (${kib(mem["node-ws"]?.jsHeapPerSocketKiB)}) | ${mem.oursOverFloor ? `${fmt(mem.oursOverFloor)}×` : "—"} (${mem.oursOverNodeWs ? `${fmt(mem.oursOverNodeWs)}×` : "—"} Node ws) |`,
+    );
+  }
+  const bigFan = Object.entries(r).find(([name, v]) => name.startsWith("fanout-1000") && v?.ours)?.[1];
+  if (bigFan) {
+    const c = (/** @type {any} */ x) => fmt(x?.connectsPerSecond);
+    const ratio =
+      bigFan.ours.connectsPerSecond && bigFan.floor?.connectsPerSecond
+        ? `${Math.round((bigFan.ours.connectsPerSecond / bigFan.floor.connectsPerSecond) * 100) / 100}×`
+        : "—";
+    lines.push(
+      `| WebSocket connects/s, ${fmt(bigFan.sockets)} sockets into 1 conversation, 64 handshakes at a time | ${c(bigFan.ours)} | ${c(bigFan.floor)} | ${c(bigFan["node-ws"])} | ${ratio} |`,
+    );
+  }
+  const rc = r.reconnect;
+  if (rc && !rc.error) {
+    lines.push(
+      `| Reconnect storm, ${fmt(rc.sockets)} clients with since (${rc.missed} missed): all caught up, s (per client p50 / p99 ms) | ${fmt(rc.allCaughtUpSeconds)} (${rc.caughtUpMs.p50} / ${rc.caughtUpMs.p99}) | — | — | — |`,
+    );
+  }
+  lines.push("");
+  lines.push("| Target | Measured | |");
+  lines.push("|---|---|---|");
+  for (const t of report.targets) lines.push(`| ${t.target} | ${fmt(t.measured)} | ${mark(t.met)} |`);
+  lines.push("");
+  const checks = allChecks(r);
+  const bad = checks.filter(([, c]) => !c.ok);
+  lines.push(
+    bad.length === 0
+      ? `Delivery and order: all ${checks.length} runs delivered 100 % with seq increasing at every receiver and no duplicates.`
+      : `Delivery and order FAILED in: ${bad.map(([n, c]) => `${n} (${c.deliveredPercent} % delivered, ${c.duplicates} duplicates, ${c.orderViolations} out of order, ${c.errorFrames} error frames)`).join("; ")}.`,
+  );
+  const failed = Object.entries(r).filter(([, v]) => v?.error);
+  if (failed.length > 0) lines.push(`Scenarios that failed to run: ${failed.map(([n]) => n).join(", ")}.`);
+  lines.push("");
+  lines.push("CPU seconds (server side / load generator) and wall seconds of each measured phase:");
+  lines.push("");
+  lines.push("| Scenario | Ours | Floor DO | Node ws |");
+  lines.push("|---|---:|---:|---:|");
+  for (const [name, v] of Object.entries(r)) {
+    if (!v || v.error) continue;
+    const cpu = (/** @type {any} */ x) =>
+      x?.cpu ? `${x.cpu.serverCpuSeconds} / ${x.cpu.generatorCpuSeconds} in ${x.cpu.wallSeconds}` : "—";
+    if (v.cpu) lines.push(`| ${name} | ${cpu(v)} | — | — |`);
+    else if (v.ours?.cpu || v.floor?.cpu)
+      lines.push(`| ${name} | ${cpu(v.ours)} | ${cpu(v.floor)} | ${cpu(v["node-ws"])} |`);
+  }
+  lines.push("");
+  lines.push(
+    `Settings: ${report.settings.note} (${Object.entries(report.settings.varsOverridden)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(", ")}).`,
+  );
+  return `${lines.join("\n")}\n`;
+}
+
+/** The REST floor's p50 / p99. */
+function restFloor(/** @type {any} */ floor) {
+  return floor ? `${floor.latencyMs.p50} / ${floor.latencyMs.p99}` : "—";
+}
+
+/** Ours ÷ floor of a REST p50. */
+function restRatio(/** @type {any} */ row, /** @type {any} */ floor) {
+  const a = row.latencyMs.p50;
+  const b = floor?.latencyMs.p50;
+  return a && b ? `p50 ${Math.round((a / b) * 100) / 100}×` : "—";
+}
+
+/** Ours ÷ floor of the fan-out p99. */
+function ratioP99(/** @type {any} */ f) {
+  const a = f.ours?.latencyMs?.p99;
+  const b = f.floor?.latencyMs?.p99;
+  return a && b ? `p99 ${Math.round((a / b) * 100) / 100}×` : "—";
+}
