@@ -19,26 +19,40 @@ interface BenchEnv extends ProductEnv {
 
 const ROUND_TRIPS_HEADER = "X-Bench-D1-Round-Trips";
 
+/** What the floor keeps on each socket: who it is, and the last seq sent from it. */
+interface Seat {
+  userId: string;
+  seq: number;
+}
+
 /**
  * Broadcast only: a sent frame gets the next in-memory seq, every other socket gets it as a `message` frame
  * (the product's frame shape, so that both cost the same on the wire and the load generator reads both), and
- * the sender gets an `ack`. Sockets are hibernatable, as in the product.
+ * the sender gets an `ack`. Sockets are hibernatable, as in the product; the seq survives hibernation on the
+ * sockets' attachments (a full run's rounds leave the floor idle long enough to be hibernated).
  */
 export class FloorRoom extends DurableObject<BenchEnv> {
   #seq = 0;
   #sockets: Set<WebSocket> | undefined;
 
   #all(): Set<WebSocket> {
-    this.#sockets ??= new Set(this.ctx.getWebSockets());
+    if (!this.#sockets) {
+      this.#sockets = new Set(this.ctx.getWebSockets());
+      // Woken from hibernation: carry on after the highest seq any socket was last sent from.
+      for (const ws of this.#sockets) {
+        this.#seq = Math.max(this.#seq, (ws.deserializeAttachment() as Seat | null)?.seq ?? 0);
+      }
+    }
     return this.#sockets;
   }
 
   override async fetch(request: Request): Promise<Response> {
     const userId = new URL(request.url).searchParams.get("user") ?? "anonymous";
+    const sockets = this.#all();
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server);
-    server.serializeAttachment(userId);
-    this.#all().add(server);
+    sockets.add(server);
+    server.serializeAttachment({ userId, seq: this.#seq } satisfies Seat);
     server.send(JSON.stringify({ type: "ready", userId, lastSeq: this.#seq }));
     return new Response(null, { status: 101, webSocket: client });
   }
@@ -46,12 +60,16 @@ export class FloorRoom extends DurableObject<BenchEnv> {
   override webSocketMessage(ws: WebSocket, data: string | ArrayBuffer): void {
     if (typeof data !== "string") return;
     const frame = JSON.parse(data) as { localId?: string; content?: string };
+    const seat = ws.deserializeAttachment() as Seat;
+    this.#all();
     const seq = ++this.#seq;
+    // The seq lives in memory; kept on the sender's socket too, so that it survives hibernation (no storage).
+    ws.serializeAttachment({ userId: seat.userId, seq } satisfies Seat);
     const message = {
       id: `floor-${seq}`,
       conversationId: "floor",
       seq,
-      senderId: ws.deserializeAttachment() as string,
+      senderId: seat.userId,
       content: frame.content ?? "",
       localId: frame.localId ?? null,
       createdAt: new Date().toISOString(),

@@ -23,8 +23,14 @@ export async function idleMemory(ctx, { sockets, rooms }) {
   /** @type {Record<string, any>} */
   const result = { sockets: perRoom * rooms, rooms, socketsPerRoom: perRoom, method: "second of two rounds" };
   for (const target of [ctx.product.ours, ctx.product.floor]) {
-    result[target.name] = await measure(target, perRoom, rooms, ctx.runId);
-    ctx.log(`  ${target.name}: ${result[target.name].perSocketKiB} KiB per socket`);
+    try {
+      result[target.name] = await measure(target, perRoom, rooms, ctx.runId);
+      ctx.log(`  ${target.name}: ${result[target.name].perSocketKiB} KiB per socket`);
+    } catch (err) {
+      // One target failing (say, the runtime refusing the Nth socket) must not hide the others' figures.
+      result[target.name] = { error: String(err) };
+      ctx.log(`  ${target.name}: FAILED ${err}`);
+    }
   }
   const nodeWs = await startNodeWs();
   try {
@@ -35,7 +41,7 @@ export async function idleMemory(ctx, { sockets, rooms }) {
   ctx.log(`  node-ws: ${result["node-ws"].perSocketKiB} KiB per socket`);
   // A ratio of a figure within the noise (at or below zero) says nothing.
   const over = (/** @type {number} */ a, /** @type {number} */ b) => (a > 0 && b > 0 ? round(a / b, 1) : null);
-  result.oursOverFloor = over(result.ours.perSocketKiB, result.floor.perSocketKiB);
+  result.oursOverFloor = over(result.ours.perSocketKiB, result.floor?.perSocketKiB);
   result.oursOverNodeWs = over(result.ours.perSocketKiB, result["node-ws"].perSocketKiB);
   return result;
 }
