@@ -61,6 +61,8 @@ interface CatchingUp {
 interface Pending {
   write: Write;
   origin: WebSocket | undefined;
+  /** Only these users' sockets are told of the write (delivered markers); everyone when absent. */
+  audience?: ReadonlySet<string>;
   resolve: (outcome: Outcome) => void;
   reject: (error: ApiError) => void;
 }
@@ -102,6 +104,11 @@ export class ConversationRoom extends DurableObject<Env> {
   /** In memory only: a catch-up cannot outlive the instance, so a socket found after a wake-up is live. */
   #catchingUp = new WeakMap<WebSocket, CatchingUp>();
   #alarmAt: number | null = null;
+  /** Delivered markers not yet in D1, and the senders of what they cover; mirrored in storage once per group. */
+  #delivered: PendingDelivered | undefined;
+  #deliveredChanged = false;
+  /** Who is typing, until when (ms); mirrored in storage, so that an eviction cannot leave a typist unended. */
+  #typingUntil: Map<string, number> | undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -121,10 +128,10 @@ export class ConversationRoom extends DurableObject<Env> {
     const conversationId = request.headers.get("X-Conversation-Id") ?? "";
     const userId = request.headers.get("X-User-Id") ?? "";
     const since = Number(request.headers.get("X-Since") ?? "-1");
-    this.#remember(conversationId);
 
     const found = await findConversationFor(this.db, conversationId, userId);
     if (!found) return errorJson(notFound());
+    this.#remember(conversationId);
     // Counted after the await, so that upgrades arriving together cannot pass the cap together.
     if (this.#userSockets(userId).length >= this.#limits.socketsPerUser) {
       const message = `At most ${this.#limits.socketsPerUser} sockets per user and conversation`;
@@ -175,7 +182,12 @@ export class ConversationRoom extends DurableObject<Env> {
           if (!acked?.has(row.seq)) this.#sendTo(ws, { type: "message", message: toMessage(row) });
         }
         cursor = rows[rows.length - 1]?.seq ?? cursor;
-        this.#noteDelivered([this.#attachment(ws)?.userId], cursor);
+        this.#noteDelivered(
+          [this.#attachment(ws)?.userId],
+          cursor,
+          rows.map((r) => r.senderId),
+        );
+        this.#saveDelivered();
       }
       this.#setLive(ws);
     } catch (err) {
@@ -405,9 +417,9 @@ export class ConversationRoom extends DurableObject<Env> {
   }
 
   /** Queues a write for the commit loop; resolves once it is durable in D1 and announced. */
-  #commit(write: Write, origin: WebSocket | undefined): Promise<Outcome> {
+  #commit(write: Write, origin: WebSocket | undefined, audience?: ReadonlySet<string>): Promise<Outcome> {
     return new Promise((resolve, reject) => {
-      this.#pending.push({ write, origin, resolve, reject });
+      this.#pending.push({ write, origin, audience, resolve, reject });
       if (!this.#draining) void this.#drain();
     });
   }
@@ -421,6 +433,8 @@ export class ConversationRoom extends DurableObject<Env> {
     this.#draining = true;
     try {
       while (this.#pending.length > 0) {
+        // What the last group noted as delivered reaches storage once, not once per message.
+        this.#saveDelivered();
         const group = this.#pending.splice(0, MAX_GROUP);
         const plan = planCommit(this.#conversationId(), await withSentHashes(group), {
           listUnread: pushEnabled(this.env),
@@ -440,6 +454,7 @@ export class ConversationRoom extends DurableObject<Env> {
         if (unread) this.#schedulePush(unread);
       }
     } finally {
+      this.#saveDelivered();
       this.#draining = false;
     }
   }
@@ -479,7 +494,7 @@ export class ConversationRoom extends DurableObject<Env> {
   }
 
   /** Tells the sockets what a committed write changed. */
-  #announce({ write, origin }: Pending, outcome: Outcome): void {
+  #announce({ write, origin, audience }: Pending, outcome: Outcome): void {
     if (!outcome) return;
     switch (write.kind) {
       case "send": {
@@ -494,9 +509,10 @@ export class ConversationRoom extends DurableObject<Env> {
         this.#noteDelivered(
           recipients.filter((u) => u !== row.senderId),
           row.seq,
+          [row.senderId],
         );
         // A sent message ends its sender's typing.
-        if (row.senderId in this.#typing()) this.#setTyping(row.senderId, false);
+        if (this.#typing().has(row.senderId)) this.#setTyping(row.senderId, false);
         return;
       }
       case "edit":
@@ -507,14 +523,14 @@ export class ConversationRoom extends DurableObject<Env> {
         return;
       }
       case "read":
-      case "delivered": {
-        const p = outcome as ParticipantRow;
-        this.#broadcast(
-          { type: "receipt", userId: p.userId, lastReadSeq: p.lastReadSeq, lastDeliveredSeq: p.lastDeliveredSeq },
-          { except: origin },
-        );
+        this.#broadcast(receipt(outcome as ParticipantRow), { except: origin });
         return;
-      }
+      case "delivered":
+        // Delivered ticks are shown to the senders of the messages delivered: only their sockets are told.
+        for (const p of outcome as ParticipantRow[]) {
+          this.#broadcast(receipt(p), { only: audience, exceptUser: p.userId });
+        }
+        return;
     }
   }
 
@@ -530,53 +546,91 @@ export class ConversationRoom extends DurableObject<Env> {
     }
   }
 
-  // ---- Delivered markers, typing and dead sockets: kept in storage, settled by the alarm -----------------
+  // ---- Delivered markers, typing and dead sockets: kept in memory and storage, settled by the alarm --------
 
-  /** Users whose sockets were sent messages up to `seq`; flushed to D1 and announced within a second. */
-  #noteDelivered(userIds: (string | undefined)[], seq: number): void {
-    const kv = this.ctx.storage.kv;
-    const pending = kv.get<Record<string, number>>(K.delivered) ?? {};
-    let changed = false;
+  #pendingDelivered(): PendingDelivered {
+    if (!this.#delivered) {
+      const stored = this.ctx.storage.kv.get<StoredDelivered>(K.delivered);
+      this.#delivered = {
+        markers: new Map(Object.entries(stored?.markers ?? {})),
+        notify: new Set(stored?.notify ?? []),
+      };
+    }
+    return this.#delivered;
+  }
+
+  /**
+   * Users whose sockets were sent messages up to `seq`, from `senders`; written to D1 and announced to those
+   * senders within a second. Kept in memory: `#saveDelivered` puts them in storage once per group.
+   */
+  #noteDelivered(userIds: (string | undefined)[], seq: number, senders: string[]): void {
+    const { markers, notify } = this.#pendingDelivered();
+    let moved = false;
     for (const userId of userIds) {
-      if (userId && (pending[userId] ?? 0) < seq) {
-        pending[userId] = seq;
-        changed = true;
+      if (userId && (markers.get(userId) ?? 0) < seq) {
+        markers.set(userId, seq);
+        moved = true;
       }
     }
-    if (!changed) return;
-    kv.put(K.delivered, pending);
+    if (!moved) return;
+    for (const sender of senders) notify.add(sender);
+    this.#deliveredChanged = true;
     this.#scheduleAlarm(Date.now() + DELIVERED_FLUSH_MS);
+  }
+
+  #saveDelivered(): void {
+    if (!this.#deliveredChanged || !this.#delivered) return;
+    this.#deliveredChanged = false;
+    const { markers, notify } = this.#delivered;
+    if (markers.size === 0) this.ctx.storage.kv.delete(K.delivered);
+    else this.ctx.storage.kv.put(K.delivered, { markers: Object.fromEntries(markers), notify: [...notify] });
+  }
+
+  /** Writes the pending delivered markers to D1 in one statement; on failure they wait for the next alarm. */
+  async #flushDelivered(): Promise<void> {
+    const taken = this.#pendingDelivered();
+    if (taken.markers.size === 0) return;
+    this.#delivered = { markers: new Map(), notify: new Set() };
+    this.#deliveredChanged = true;
+    this.#saveDelivered();
+    try {
+      await this.#commit({ kind: "delivered", markers: Object.fromEntries(taken.markers) }, undefined, taken.notify);
+    } catch {
+      // Kept for the next alarm; markers only move forward, so writing them again is harmless.
+      for (const [userId, seq] of taken.markers) this.#noteDelivered([userId], seq, []);
+      for (const sender of taken.notify) this.#pendingDelivered().notify.add(sender);
+      this.#deliveredChanged = true;
+      this.#saveDelivered();
+    }
   }
 
   #setTyping(userId: string, typing: boolean): void {
     const now = Date.now();
     const until = this.#typing();
     // A user stays typing until an end is announced, whether told or by the alarm after expiry.
-    const wasTyping = userId in until;
-    if (typing) until[userId] = now + TYPING_TTL_MS;
-    else delete until[userId];
-    this.ctx.storage.kv.put(K.typing, until);
+    const wasTyping = until.has(userId);
+    if (typing) until.set(userId, now + TYPING_TTL_MS);
+    else until.delete(userId);
+    if (typing || wasTyping) this.ctx.storage.kv.put(K.typing, Object.fromEntries(until));
     // Refreshes are silent: only a change of state is broadcast.
     if (typing !== wasTyping) this.#broadcast({ type: "typing", userId, typing }, { exceptUser: userId });
     if (typing) this.#scheduleAlarm(now + TYPING_TTL_MS);
   }
 
-  /** Who is typing, until when (ms); kept in storage so that an eviction cannot leave a typist unended. */
-  #typing(): Record<string, number> {
-    return this.ctx.storage.kv.get<Record<string, number>>(K.typing) ?? {};
+  #typing(): Map<string, number> {
+    this.#typingUntil ??= new Map(Object.entries(this.ctx.storage.kv.get<Record<string, number>>(K.typing) ?? {}));
+    return this.#typingUntil;
   }
 
   #typingUsers(now: number): string[] {
-    const until = this.#typing();
-    return Object.keys(until).filter((u) => (until[u] ?? 0) > now);
+    return [...this.#typing()].filter(([, at]) => at > now).map(([userId]) => userId);
   }
 
   override async alarm(): Promise<void> {
     this.#alarmAt = null;
     const now = Date.now();
-    const kv = this.ctx.storage.kv;
 
-    for (const [userId, at] of Object.entries(this.#typing())) {
+    for (const [userId, at] of [...this.#typing()]) {
       if (at <= now) this.#setTyping(userId, false);
     }
 
@@ -588,24 +642,9 @@ export class ConversationRoom extends DurableObject<Env> {
       }
     }
 
-    const delivered = kv.get<Record<string, number>>(K.delivered) ?? {};
-    if (Object.keys(delivered).length > 0) {
-      kv.delete(K.delivered);
-      const writes = Object.entries(delivered).map(([userId, seq]) =>
-        this.#commit({ kind: "delivered", userId, seq }, undefined),
-      );
-      const settled = await Promise.allSettled(writes);
-      if (settled.some((s) => s.status === "rejected")) {
-        // Keep them for the next try; markers only move forward, so writing them twice is harmless.
-        for (const [userId, seq] of Object.entries(delivered)) {
-          const current = kv.get<Record<string, number>>(K.delivered) ?? {};
-          if ((current[userId] ?? 0) < seq) kv.put(K.delivered, { ...current, [userId]: seq });
-        }
-        this.#scheduleAlarm(Date.now() + DELIVERED_FLUSH_MS);
-      }
-    }
+    await this.#flushDelivered();
 
-    const nextTyping = Math.min(...Object.values(this.#typing()));
+    const nextTyping = Math.min(...this.#typing().values());
     if (Number.isFinite(nextTyping)) this.#scheduleAlarm(nextTyping);
     if (this.#all().size > 0) this.#scheduleAlarm(Date.now() + SWEEP_MS);
   }
@@ -665,7 +704,7 @@ export class ConversationRoom extends DurableObject<Env> {
     if (!attachment || !this.#all().delete(ws)) return;
     const { userId } = attachment;
     if (this.#userSockets(userId).length > 0) return;
-    if (userId in this.#typing()) this.#setTyping(userId, false);
+    if (this.#typing().has(userId)) this.#setTyping(userId, false);
     this.#broadcast({ type: "presence", userId, online: false });
   }
 
@@ -677,12 +716,19 @@ export class ConversationRoom extends DurableObject<Env> {
     }
   }
 
-  /** Sends one frame, serialized once, to every live socket but the excluded; returns the users reached. */
-  #broadcast(frame: ServerFrame, skip: { except?: WebSocket | undefined; exceptUser?: string } = {}): string[] {
+  /**
+   * Sends one frame, serialized once, to every live socket but the excluded (or of `only` those users);
+   * returns the users reached.
+   */
+  #broadcast(
+    frame: ServerFrame,
+    skip: { except?: WebSocket | undefined; exceptUser?: string; only?: ReadonlySet<string> | undefined } = {},
+  ): string[] {
     const text = JSON.stringify(frame);
     const reached = new Set<string>();
     for (const [ws, attachment] of this.#all()) {
       if (ws === skip.except || attachment.userId === skip.exceptUser) continue;
+      if (skip.only && !skip.only.has(attachment.userId)) continue;
       const catchingUp = this.#catchingUp.get(ws);
       if (catchingUp) {
         // Its catch-up reads messages from D1; anything else it is told once live.
@@ -733,6 +779,23 @@ export class ConversationRoom extends DurableObject<Env> {
     return schemaCache.schemas;
   }
 }
+
+/** Delivered markers waiting for the alarm, as kept in memory and as stored. */
+interface PendingDelivered {
+  markers: Map<string, number>;
+  notify: Set<string>;
+}
+interface StoredDelivered {
+  markers: Record<string, number>;
+  notify: string[];
+}
+
+const receipt = (p: ParticipantRow): ServerFrame => ({
+  type: "receipt",
+  userId: p.userId,
+  lastReadSeq: p.lastReadSeq,
+  lastDeliveredSeq: p.lastDeliveredSeq,
+});
 
 const byteLength = (text: string) => new TextEncoder().encode(text).byteLength;
 

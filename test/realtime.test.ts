@@ -1,7 +1,10 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
+import { drizzle } from "drizzle-orm/d1";
 import { describe, expect, it } from "vitest";
+import type { ConversationRoom } from "../src/room";
 import type { ConversationDto, ParticipantDto } from "../src/schemas";
+import { recordD1 } from "./d1-recorder";
 import { call, createConversation, eventually, expectError, uniqueUser } from "./helpers";
 import { connect } from "./socket";
 
@@ -155,6 +158,55 @@ describe("receipts", () => {
     expect(await markers(conv.id, alice)).toEqual({ lastReadSeq: 1, lastDeliveredSeq: 1 });
     a.close();
     b.close();
+  });
+
+  it("tells the senders that their messages were delivered, and no one else", async () => {
+    const [alice, bob, carol] = [uniqueUser("alice"), uniqueUser("bob"), uniqueUser("carol")];
+    const conv = await createConversation(alice, [bob, carol]);
+    const a = await connect(conv.id, alice);
+    const b = await connect(conv.id, bob);
+    const c = await connect(conv.id, carol);
+    a.send({ type: "send", localId: "d1", content: "who got this?" });
+    await a.until((s) => [bob, carol].every((u) => s.of("receipt").some((f) => f.userId === u)), 3_000, "receipts");
+    // A frame sent after the flush: anything the flush sent to Bob or Carol arrived before it.
+    a.send({ type: "typing", typing: true });
+    for (const s of [b, c]) await s.next("typing");
+    expect(b.of("receipt")).toEqual([]);
+    expect(c.of("receipt")).toEqual([]);
+    expect(a.of("receipt").filter((f) => f.userId === alice)).toEqual([]);
+    for (const s of [a, b, c]) s.close();
+  });
+
+  it("keeps the delivered markers it noted when it is evicted before writing them", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const conv = await createConversation(alice, [bob]);
+    const a = await connect(conv.id, alice);
+    const b = await connect(conv.id, bob);
+    a.send({ type: "send", localId: "e1", content: "before the eviction" });
+    await b.next("message");
+    // Eviction drops everything the instance held in memory; the markers wait in storage for the alarm.
+    await evictDurableObject(env.ROOMS.getByName(conv.id), { webSockets: "hibernate" });
+    expect(await a.next("receipt", (f) => f.userId === bob)).toMatchObject({ lastDeliveredSeq: 1 });
+    expect(await markers(conv.id, bob)).toEqual({ lastReadSeq: 0, lastDeliveredSeq: 1 });
+    a.close();
+    b.close();
+  });
+
+  it("writes a flush's delivered markers in one statement, however many users moved", async () => {
+    const owner = uniqueUser("owner");
+    const members = Array.from({ length: 12 }, () => uniqueUser("member"));
+    const conv = await createConversation(owner, members);
+    const sockets = await Promise.all(members.map((u) => connect(conv.id, u)));
+    const recording = recordD1(env.DB);
+    await runInDurableObject(env.ROOMS.getByName(conv.id), (instance: ConversationRoom) => {
+      instance.db = drizzle(recording.db);
+    });
+    expect((await sendRest(conv.id, owner, "hello, all of you")).status).toBe(201);
+    const delivered = async () => Promise.all(members.map(async (u) => (await markers(conv.id, u))?.lastDeliveredSeq));
+    await eventually(async () => (await delivered()).every((seq) => seq === 1), 3_000, "every marker to move");
+    const flushes = recording.executed.filter((s) => /UPDATE participants SET last_delivered_seq/.test(s.sql));
+    expect(flushes).toHaveLength(1);
+    for (const s of sockets) s.close();
   });
 
   it("counts a replay after reconnecting as delivery", async () => {

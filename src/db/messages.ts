@@ -19,13 +19,14 @@ export type Write =
   | { kind: "edit"; actorId: string; seq: number; content: string; now: number }
   | { kind: "delete"; actorId: string; seq: number; now: number }
   | { kind: "read"; userId: string; seq: number }
-  | { kind: "delivered"; userId: string; seq: number };
+  /** Several users' delivered markers (user → seq), flushed together: one statement, however many users. */
+  | { kind: "delivered"; markers: Record<string, number> };
 
 /**
  * What a write changed: the message or participant row after it, or null when it changed nothing (its
- * conditions did not hold, or a marker would not have moved).
+ * conditions did not hold, or a marker would not have moved); for `delivered`, the rows whose marker moved.
  */
-export type Outcome = MessageRow | ParticipantRow | null;
+export type Outcome = MessageRow | ParticipantRow | ParticipantRow[] | null;
 
 const PARTICIPANT_RETURNING = sql.raw(
   `RETURNING conversation_id AS conversationId, user_id AS userId, role, joined_at AS joinedAt,
@@ -91,18 +92,30 @@ export function planCommit(conversationId: string, writes: Write[], options: { l
         );
         break;
       case "read":
-      case "delivered":
         // Markers only move forward, never past the last message; reading implies delivery.
         slots.push(
           push(
             sql`
               UPDATE participants SET
-                ${w.kind === "read" ? sql`last_read_seq = max(last_read_seq, min(${w.seq}, c.last_seq)),` : sql``}
+                last_read_seq = max(last_read_seq, min(${w.seq}, c.last_seq)),
                 last_delivered_seq = max(last_delivered_seq, min(${w.seq}, c.last_seq))
               FROM (SELECT last_seq FROM conversations WHERE id = ${conversationId}) AS c
               WHERE conversation_id = ${conversationId} AND user_id = ${w.userId}
-                AND (${w.kind === "read" ? sql`last_read_seq < min(${w.seq}, c.last_seq) OR` : sql``}
-                     last_delivered_seq < min(${w.seq}, c.last_seq))
+                AND (last_read_seq < min(${w.seq}, c.last_seq) OR last_delivered_seq < min(${w.seq}, c.last_seq))
+              ${PARTICIPANT_RETURNING}`,
+          ),
+        );
+        break;
+      case "delivered":
+        // The markers travel as one JSON object, so that a thousand users still make one statement.
+        slots.push(
+          push(
+            sql`
+              UPDATE participants SET last_delivered_seq = max(last_delivered_seq, min(m.seq, c.last_seq))
+              FROM (SELECT last_seq FROM conversations WHERE id = ${conversationId}) AS c,
+                (SELECT key AS uid, value AS seq FROM json_each(${JSON.stringify(w.markers)})) AS m
+              WHERE conversation_id = ${conversationId} AND user_id = m.uid
+                AND last_delivered_seq < min(m.seq, c.last_seq)
               ${PARTICIPANT_RETURNING}`,
           ),
         );
@@ -146,7 +159,10 @@ export function planCommit(conversationId: string, writes: Write[], options: { l
       : -1;
 
   const outcomes = (results: unknown[][]): Outcome[] =>
-    slots.map((slot) => ((results[slot] as Outcome[] | undefined)?.[0] ?? null) as Outcome);
+    slots.map((slot, i) => {
+      const rows = (results[slot] ?? []) as (MessageRow | ParticipantRow)[];
+      return writes[i]?.kind === "delivered" ? (rows as ParticipantRow[]) : (rows[0] ?? null);
+    });
   return {
     statements,
     outcomes,
