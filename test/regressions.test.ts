@@ -1,9 +1,11 @@
+import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { newId } from "../src/domain/conversations";
 import type { MessageDto } from "../src/schemas";
 import { failNextWrite } from "./faults";
 import { call, createConversation, expectError, uniqueUser } from "./helpers";
-import { connect } from "./socket";
+import { connect, upgrade } from "./socket";
 
 /*
  * The smallest form of each failure the reliability and security suite found (test/model.test.ts,
@@ -159,5 +161,24 @@ describe("guarantees 1, 2 and 4: a D1 reply lost after the batch committed", () 
     await watcher.next("message", (f) => f.message.content === "second");
     expect(watcher.of("message").map((f) => f.message.seq)).toEqual([1, 2]);
     watcher.close();
+  });
+});
+
+describe("a WebSocket connect is a 4xx that stores nothing when it names no conversation of the caller", () => {
+  // Found by the path fuzzer after the upgrade stopped reading D1 in the Worker: a NUL in the id reached a
+  // header and the Worker answered 500. The room also used to store the id it was asked for before checking it.
+  it("answers 404 to an id with characters no id has", async () => {
+    const res = await upgrade("%00abc", uniqueUser("alice"));
+    await expectError(res, 404, "not_found");
+  });
+
+  it("answers 404 for an unknown conversation and a non-participant, and the room keeps nothing", async () => {
+    const { alice, conv } = await pair();
+    const unknown = newId();
+    await expectError(await upgrade(unknown, alice), 404, "not_found");
+    await expectError(await upgrade(conv.id, uniqueUser("mallory")), 404, "not_found");
+    await runInDurableObject(env.ROOMS.getByName(unknown), (_room, state) => {
+      expect([...state.storage.kv.list()]).toEqual([]);
+    });
   });
 });

@@ -1,12 +1,14 @@
-import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
+import { createExecutionContext, runInDurableObject, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
+import { drizzle } from "drizzle-orm/d1";
 import { beforeAll, describe, expect, it } from "vitest";
 import { createApp } from "../src/app";
 import { newId } from "../src/domain/conversations";
 import { readLimits } from "../src/env";
+import type { ConversationRoom } from "../src/room";
 import type { ConversationDto } from "../src/schemas";
 import { recordD1, withBindings } from "./d1-recorder";
-import { tokenFor, uniqueUser } from "./helpers";
+import { call, createConversation, tokenFor, uniqueUser } from "./helpers";
 
 // A page of the conversation list costs the same number of D1 round trips whatever its size: no N+1.
 
@@ -112,6 +114,34 @@ describe("round trips of the conversation list", () => {
       }
     },
   );
+});
+
+describe("round trips of a WebSocket connect", () => {
+  it("reads D1 once with a bearer token (the room's read for ready) and once more with a ticket", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const conv = await createConversation(alice, [bob]);
+    const recording = recordD1(env.DB);
+    await runInDurableObject(env.ROOMS.getByName(conv.id), (room: ConversationRoom) => {
+      room.db = drizzle(recording.db);
+    });
+    const app = createApp(readLimits(env));
+    const bindings = withBindings(env, { DB: recording.db });
+    const tripsToConnect = async (query: string, headers: Record<string, string>) => {
+      recording.reset();
+      const url = `https://chat.test/v1/conversations/${conv.id}/ws${query}`;
+      const res = await app.fetch(new Request(url, { headers: { Upgrade: "websocket", ...headers } }), bindings);
+      expect(res.status).toBe(101);
+      res.webSocket?.accept();
+      res.webSocket?.close(1000);
+      return recording.roundTrips;
+    };
+
+    expect(await tripsToConnect("", { Authorization: `Bearer ${await tokenFor(bob)}` })).toBe(1);
+    const issued = await call(`/v1/conversations/${conv.id}/ticket`, { method: "POST", as: bob });
+    const { ticket } = (await issued.json()) as { ticket: string };
+    // The ticket is redeemed in the room only once D1 says the conversation exists.
+    expect(await tripsToConnect(`?ticket=${ticket}`, {})).toBe(2);
+  });
 });
 
 describe("the round-trip recorder", () => {

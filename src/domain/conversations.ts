@@ -15,6 +15,9 @@ export function newId(): string {
     .replace(/=+$/, "");
 }
 
+/** Could this be an id `newId` made? Anything else names nothing, and is refused before storage is touched. */
+export const isWellFormedId = (id: string) => /^[A-Za-z0-9_-]{1,64}$/.test(id);
+
 /** The key that makes a pair of users have at most one direct conversation. `|` is not allowed in user ids. */
 export function directKey(a: string, b: string): string {
   return a < b ? `${a}|${b}` : `${b}|${a}`;
