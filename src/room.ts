@@ -69,6 +69,8 @@ interface Pending {
 
 /** At most this many writes share one D1 batch (statements stay well under D1's limits). */
 const MAX_GROUP = 64;
+/** Frames a delivered flush sends between two turns of the event loop, so that messages are not held up. */
+const RECEIPT_FRAMES_PER_TURN = 500;
 /** While sockets are open, the room wakes at least this often to find dead ones. */
 const SWEEP_MS = 60_000;
 const CATCH_UP_PAGE = 100;
@@ -101,14 +103,20 @@ export class ConversationRoom extends DurableObject<Env> {
   #sockets: Map<WebSocket, Attachment> | undefined;
   #buckets = new Map<string, Bucket>();
   #strikes = new WeakMap<WebSocket, number>();
-  /** In memory only: a catch-up cannot outlive the instance, so a socket found after a wake-up is live. */
-  #catchingUp = new WeakMap<WebSocket, CatchingUp>();
+  /**
+   * In memory only: a catch-up cannot outlive the instance, so a socket found after a wake-up is live. A Map,
+   * not a WeakMap, so that a broadcast can skip the lookup when it is empty, as it almost always is.
+   */
+  #catchingUp = new Map<WebSocket, CatchingUp>();
   #alarmAt: number | null = null;
   /** Delivered markers not yet in D1, and the senders of what they cover; mirrored in storage once per group. */
   #delivered: PendingDelivered | undefined;
   #deliveredChanged = false;
   /** Who is typing, until when (ms); mirrored in storage, so that an eviction cannot leave a typist unended. */
   #typingUntil: Map<string, number> | undefined;
+  /** Delivered receipts of the last flush not sent yet, by the user they are about (see #sendReceipts). */
+  #receiptsDue = new Map<string, { frame: ServerFrame; audience: ReadonlySet<string> | undefined }>();
+  #sendingReceipts = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -522,14 +530,22 @@ export class ConversationRoom extends DurableObject<Env> {
         if (changed) this.#broadcast({ type: "message_updated", message: toMessage(row) });
         return;
       }
-      case "read":
-        this.#broadcast(receipt(outcome as ParticipantRow), { except: origin });
+      case "read": {
+        const p = outcome as ParticipantRow;
+        // Newer than any delivered receipt of this user still due, which must not follow it.
+        this.#receiptsDue.delete(p.userId);
+        this.#broadcast(receipt(p), { except: origin });
         return;
+      }
       case "delivered":
         // Delivered ticks are shown to the senders of the messages delivered: only their sockets are told.
         for (const p of outcome as ParticipantRow[]) {
-          this.#broadcast(receipt(p), { only: audience, exceptUser: p.userId });
+          // A receipt still due from the flush before is replaced, its audience kept.
+          const before = this.#receiptsDue.get(p.userId)?.audience;
+          const everyone = before ? new Set([...before, ...(audience ?? [])]) : audience;
+          this.#receiptsDue.set(p.userId, { frame: receipt(p), audience: everyone });
         }
+        void this.#sendReceipts();
         return;
     }
   }
@@ -601,6 +617,30 @@ export class ConversationRoom extends DurableObject<Env> {
       for (const sender of taken.notify) this.#pendingDelivered().notify.add(sender);
       this.#deliveredChanged = true;
       this.#saveDelivered();
+    }
+  }
+
+  /**
+   * Sends the due delivered receipts a few hundred frames at a time. A flush in a busy group is one receipt per
+   * user to every sender's sockets, thousands of frames at once; sent in one go, they held every message
+   * behind them for hundreds of milliseconds.
+   */
+  async #sendReceipts(): Promise<void> {
+    if (this.#sendingReceipts) return;
+    this.#sendingReceipts = true;
+    try {
+      while (this.#receiptsDue.size > 0) {
+        // Each receipt goes to at most every socket.
+        let turn = Math.max(1, Math.floor(RECEIPT_FRAMES_PER_TURN / Math.max(1, this.#all().size)));
+        for (const [userId, { frame, audience }] of this.#receiptsDue) {
+          this.#receiptsDue.delete(userId);
+          this.#broadcast(frame, { only: audience, exceptUser: userId });
+          if (--turn === 0) break;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
+    } finally {
+      this.#sendingReceipts = false;
     }
   }
 
@@ -700,6 +740,7 @@ export class ConversationRoom extends DurableObject<Env> {
 
   /** A socket is gone: forget it, and when it was its user's last, they are offline and no longer typing. */
   #closed(ws: WebSocket): void {
+    this.#catchingUp.delete(ws);
     const attachment = this.#attachment(ws);
     if (!attachment || !this.#all().delete(ws)) return;
     const { userId } = attachment;
@@ -729,7 +770,7 @@ export class ConversationRoom extends DurableObject<Env> {
     for (const [ws, attachment] of this.#all()) {
       if (ws === skip.except || attachment.userId === skip.exceptUser) continue;
       if (skip.only && !skip.only.has(attachment.userId)) continue;
-      const catchingUp = this.#catchingUp.get(ws);
+      const catchingUp = this.#catchingUp.size > 0 ? this.#catchingUp.get(ws) : undefined;
       if (catchingUp) {
         // Its catch-up reads messages from D1; anything else it is told once live.
         if (frame.type !== "message") catchingUp.backlog.push(text);

@@ -192,11 +192,13 @@ describe("receipts", () => {
     b.close();
   });
 
-  it("writes a flush's delivered markers in one statement, however many users moved", async () => {
+  it("writes a flush's delivered markers in one statement, however many users moved, and sends every receipt", async () => {
     const owner = uniqueUser("owner");
-    const members = Array.from({ length: 12 }, () => uniqueUser("member"));
+    // Enough users that the flush's receipts take several turns of the room's event loop.
+    const members = Array.from({ length: 40 }, () => uniqueUser("member"));
     const conv = await createConversation(owner, members);
     const sockets = await Promise.all(members.map((u) => connect(conv.id, u)));
+    const own = await connect(conv.id, owner);
     const recording = recordD1(env.DB);
     await runInDurableObject(env.ROOMS.getByName(conv.id), (instance: ConversationRoom) => {
       instance.db = drizzle(recording.db);
@@ -206,7 +208,10 @@ describe("receipts", () => {
     await eventually(async () => (await delivered()).every((seq) => seq === 1), 3_000, "every marker to move");
     const flushes = recording.executed.filter((s) => /UPDATE participants SET last_delivered_seq/.test(s.sql));
     expect(flushes).toHaveLength(1);
-    for (const s of sockets) s.close();
+    await own.until((s) => s.of("receipt").length === members.length, 3_000, "a receipt per member");
+    expect(new Set(own.of("receipt").map((f) => f.userId))).toEqual(new Set(members));
+    expect(own.of("receipt").every((f) => f.lastDeliveredSeq === 1)).toBe(true);
+    for (const s of [...sockets, own]) s.close();
   });
 
   it("counts a replay after reconnecting as delivery", async () => {
