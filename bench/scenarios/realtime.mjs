@@ -154,7 +154,9 @@ export async function fanOut(ctx, { sockets, rate }, hooks = {}) {
       const run = new Run(clients, count);
       const framesBefore = frameTally(clients);
       const meter = cpuMeter(target.serverPids);
+      const profiler = ctx.profile && target.name !== "node-ws" ? await startProfile(ctx.server.inspectorPort) : null;
       await openLoop(run, { senders, rate, count });
+      const profile = await profiler?.stop(`fanout-${sockets}x${rate}-${target.name}`);
       // A server that falls behind gets time to catch up: late is reported as latency, lost as undelivered.
       const settled = await run.settle(Math.max(20_000, 3 * measureMs));
       const framesAfter = frameTally(clients);
@@ -170,8 +172,10 @@ export async function fanOut(ctx, { sockets, rate }, hooks = {}) {
           Object.entries(framesAfter).map(([type, n]) => [type, n - (framesBefore[type] ?? 0)]),
         ),
         checks: run.finish(),
+        profile,
       };
       const r = result[target.name];
+      if (profile) ctx.log(`  profile: ${profile.path}`);
       ctx.log(`  ${target.name}: p50 ${r.latencyMs.p50} p99 ${r.latencyMs.p99} p99.9 ${r.latencyMs.p999} ms`);
       if (target.name === "ours" && hooks.storm) await hooks.storm(clients, room, people);
     } finally {
