@@ -39,34 +39,34 @@ const MESSAGE_RETURNING = sql.raw(
 const isParticipant = (conversationId: string, userId: string) =>
   sql`EXISTS (SELECT 1 FROM participants WHERE conversation_id = ${conversationId} AND user_id = ${userId})`;
 
+type Send = Extract<Write, { kind: "send" }>;
+
+/** The sends of a group share INSERT statements of at most this much JSON (D1 takes strings up to 2 MB). */
+const INSERT_JSON_CHARS = 100_000;
+
 /**
  * One atomic D1 batch for a group of writes, and how to read each write's outcome from its results.
  *
- * `seq` is given out here, inside the batch: each insert takes the conversation's highest seq plus one, so
- * seqs are gap-free whatever is skipped, and an insert whose (sender, localId) exists already, or whose
- * sender is no longer a participant, inserts nothing. The caller must not run two groups at once.
+ * The group's sends are inserted together, in order, and `seq` is given out here, inside the batch: the
+ * conversation's highest seq plus the row's rank among the rows actually inserted, so seqs are gap-free
+ * whatever is skipped. A send whose (sender, localId) exists already, or comes again later in the group, or
+ * whose sender is no longer a participant, inserts nothing. The caller must not run two groups at once.
  */
 export function planCommit(conversationId: string, writes: Write[], options: { listUnread?: boolean } = {}) {
   const statements: SQL[] = [];
+  /** Per write, the statement whose first row is its outcome; sends are found by id in `inserts`. */
   const slots: number[] = [];
   const push = (statement: SQL) => statements.push(statement) - 1;
+  let inserts: number[] | undefined;
 
   for (const w of writes) {
     switch (w.kind) {
       case "send":
-        slots.push(
-          push(
-            sql`
-              INSERT INTO messages (id, conversation_id, seq, sender_id, content, local_id, sent_hash, created_at)
-              SELECT ${w.id}, ${conversationId},
-                coalesce((SELECT seq FROM messages WHERE conversation_id = ${conversationId} ORDER BY seq DESC LIMIT 1), 0) + 1,
-                ${w.senderId}, ${w.content}, ${w.localId}, ${w.sentHash ?? null}, ${w.now}
-              WHERE ${isParticipant(conversationId, w.senderId)}
-                AND NOT EXISTS (SELECT 1 FROM messages
-                  WHERE conversation_id = ${conversationId} AND sender_id = ${w.senderId} AND local_id = ${w.localId})
-              ${MESSAGE_RETURNING}`,
-          ),
-        );
+        inserts ??= insertSends(
+          conversationId,
+          writes.filter((x): x is Send => x.kind === "send"),
+        ).map(push);
+        slots.push(-1);
         break;
       case "edit":
         slots.push(
@@ -158,11 +158,16 @@ export function planCommit(conversationId: string, writes: Write[], options: { l
             AND last_read_seq < (SELECT last_seq FROM conversations WHERE id = ${conversationId})`)
       : -1;
 
-  const outcomes = (results: unknown[][]): Outcome[] =>
-    slots.map((slot, i) => {
-      const rows = (results[slot] ?? []) as (MessageRow | ParticipantRow)[];
-      return writes[i]?.kind === "delivered" ? (rows as ParticipantRow[]) : (rows[0] ?? null);
+  const outcomes = (results: unknown[][]): Outcome[] => {
+    const inserted = new Map(
+      (inserts ?? []).flatMap((slot) => (results[slot] ?? []) as MessageRow[]).map((r) => [r.id, r]),
+    );
+    return writes.map((w, i) => {
+      if (w.kind === "send") return inserted.get(w.id) ?? null;
+      const rows = (results[slots[i] ?? -1] ?? []) as (MessageRow | ParticipantRow)[];
+      return w.kind === "delivered" ? (rows as ParticipantRow[]) : (rows[0] ?? null);
     });
+  };
   return {
     statements,
     outcomes,
@@ -180,6 +185,45 @@ export function planCommit(conversationId: string, writes: Write[], options: { l
       return { seq: Math.max(...stored), userIds: rows.map((r) => r.userId) };
     },
   };
+}
+
+/**
+ * A group's sends as few multi-row inserts (one, unless their content is large), each row numbered after the
+ * rows before it. A (sender, localId) that comes again later in the group is left out: like a retry of a
+ * stored message, it inserts nothing, and the room answers it with the original.
+ */
+function insertSends(conversationId: string, sends: Send[]): SQL[] {
+  const seen = new Set<string>();
+  const chunks: string[][] = [];
+  let size = Number.POSITIVE_INFINITY;
+  for (const w of sends) {
+    if (w.localId !== null) {
+      const key = JSON.stringify([w.senderId, w.localId]);
+      if (seen.has(key)) continue;
+      seen.add(key);
+    }
+    const row = JSON.stringify([w.id, w.senderId, w.content, w.localId, w.sentHash ?? null, w.now]);
+    if (size + row.length > INSERT_JSON_CHARS) {
+      chunks.push([]);
+      size = 0;
+    }
+    chunks[chunks.length - 1]?.push(row);
+    size += row.length;
+  }
+  const field = (n: number) => sql.raw(`json_extract(s.value, '$[${n}]')`);
+  return chunks.map(
+    (rows) => sql`
+      INSERT INTO messages (id, conversation_id, seq, sender_id, content, local_id, sent_hash, created_at)
+      SELECT ${field(0)}, ${conversationId},
+        coalesce((SELECT seq FROM messages WHERE conversation_id = ${conversationId} ORDER BY seq DESC LIMIT 1), 0)
+          + row_number() OVER (ORDER BY s.key),
+        ${field(1)}, ${field(2)}, ${field(3)}, ${field(4)}, ${field(5)}
+      FROM json_each(${`[${rows.join(",")}]`}) AS s
+      WHERE EXISTS (SELECT 1 FROM participants WHERE conversation_id = ${conversationId} AND user_id = ${field(1)})
+        AND NOT EXISTS (SELECT 1 FROM messages
+          WHERE conversation_id = ${conversationId} AND sender_id = ${field(1)} AND local_id = ${field(3)})
+      ${MESSAGE_RETURNING}`,
+  );
 }
 
 export interface UnreadAfterCommit {
