@@ -34,7 +34,7 @@ import {
   type ClientFrame,
   type MessageDto,
   type MessageSchemas,
-  messageSchemas,
+  messageSchemasFor,
   type ParticipantDto,
   type ServerFrame,
 } from "./schemas";
@@ -83,8 +83,6 @@ const fail = (error: ApiError): RoomResult<never> => ({
   error: { code: error.code, message: error.message, details: error.details, retryAfter: error.retryAfter },
 });
 
-let schemaCache: { limits: Limits; schemas: MessageSchemas } | undefined;
-
 /**
  * One conversation: its live sockets, the order of its messages, and their way into D1.
  *
@@ -96,6 +94,7 @@ export class ConversationRoom extends DurableObject<Env> {
   /** The database; a field so that a test can put a failing one in its place. */
   db: Db;
   readonly #limits: Limits;
+  #frameSchemas: MessageSchemas | undefined;
   #pending: Pending[] = [];
   #draining = false;
   /** The highest committed seq, once known. */
@@ -815,9 +814,8 @@ export class ConversationRoom extends DurableObject<Env> {
   }
 
   #schemas(): MessageSchemas {
-    if (schemaCache?.limits !== this.#limits)
-      schemaCache = { limits: this.#limits, schemas: messageSchemas(this.#limits) };
-    return schemaCache.schemas;
+    this.#frameSchemas ??= messageSchemasFor(this.#limits);
+    return this.#frameSchemas;
   }
 }
 

@@ -11,7 +11,7 @@ import {
   Message,
   MessagePage,
   MessageSeqParam,
-  messageSchemas,
+  messageSchemasFor,
   Participant,
   Ticket,
 } from "../schemas";
@@ -37,7 +37,7 @@ const limited = {
 };
 
 export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
-  const schemas = messageSchemas(limits);
+  const schemas = messageSchemasFor(limits);
 
   const history = createRoute({
     method: "get",
