@@ -64,34 +64,43 @@ function topSelf(/** @type {any} */ profile, /** @type {number} */ count) {
 }
 
 /**
- * Asks the Worker's isolate for a full garbage collection through the inspector, then returns its JS heap in
- * use (bytes). workerd does not answer `HeapProfiler.collectGarbage`, so it is sent without waiting for a reply;
- * `Runtime.getHeapUsage` is answered. Memory is sampled after it, so that when the last collection ran decides
- * less of the result. Bounded: 0 if the inspector does not answer within 5 s.
+ * Makes the Worker's isolate collect all its garbage, then returns its JS heap in use (bytes), through the
+ * inspector. workerd takes `HeapProfiler.collectGarbage` without acting on it (the heap in use stays where it
+ * was), so this takes a heap snapshot, before which V8 always collects, and drops the snapshot's chunks.
+ * Bounded: 0 if the inspector does not answer within 60 s.
  * @param {number} inspectorPort
  */
 export async function collectGarbage(inspectorPort) {
   const targets = await (await fetch(`http://127.0.0.1:${inspectorPort}/json/list`)).json();
   const url = targets[0]?.webSocketDebuggerUrl;
   if (!url) return 0;
-  const ws = new WebSocket(url, { perMessageDeflate: false });
+  const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 1 << 30 });
   try {
     await new Promise((resolve, reject) => {
       ws.once("open", resolve);
       ws.once("error", reject);
     });
-    ws.send(JSON.stringify({ id: 1, method: "HeapProfiler.collectGarbage" }));
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    return await new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(0), 5000);
-      ws.on("message", (data) => {
-        const message = JSON.parse(data.toString());
-        if (message.id !== 2) return;
-        clearTimeout(timer);
-        resolve(message.result?.usedSize ?? 0);
-      });
-      ws.send(JSON.stringify({ id: 2, method: "Runtime.getHeapUsage" }));
+    let id = 0;
+    /** @type {Map<number, (result: any) => void>} */
+    const waiting = new Map();
+    ws.on("message", (data) => {
+      const message = JSON.parse(data.toString());
+      if (message.id !== undefined) waiting.get(message.id)?.(message.result ?? message.error);
     });
+    const call = (/** @type {string} */ method, params = {}) =>
+      new Promise((resolve) => {
+        const n = ++id;
+        waiting.set(n, resolve);
+        ws.send(JSON.stringify({ id: n, method, params }));
+      });
+    const timeout = new Promise((resolve) => setTimeout(() => resolve(null), 60_000));
+    const done = (async () => {
+      await call("HeapProfiler.enable");
+      await call("HeapProfiler.takeHeapSnapshot", { reportProgress: false });
+      await call("HeapProfiler.disable");
+      return /** @type {any} */ (await call("Runtime.getHeapUsage"))?.usedSize ?? 0;
+    })();
+    return (await Promise.race([done, timeout])) ?? 0;
   } finally {
     ws.close();
   }
