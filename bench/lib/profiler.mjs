@@ -6,11 +6,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import WebSocket from "ws";
 
-/** @param {number} inspectorPort */
-export async function startProfile(inspectorPort) {
+/**
+ * A DevTools protocol session with the Worker's isolate, or null when the inspector lists no target.
+ * @param {number} inspectorPort
+ */
+async function inspect(inspectorPort) {
   const targets = await (await fetch(`http://127.0.0.1:${inspectorPort}/json/list`)).json();
   const url = targets[0]?.webSocketDebuggerUrl;
-  if (!url) throw new Error("no inspector target");
+  if (!url) return null;
   const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 1 << 30 });
   await new Promise((resolve, reject) => {
     ws.once("open", resolve);
@@ -23,20 +26,31 @@ export async function startProfile(inspectorPort) {
     const message = JSON.parse(data.toString());
     if (message.id !== undefined) waiting.get(message.id)?.(message.result ?? message.error);
   });
-  const call = (/** @type {string} */ method, params = {}) =>
-    new Promise((resolve) => {
-      const n = ++id;
-      waiting.set(n, resolve);
-      ws.send(JSON.stringify({ id: n, method, params }));
-    });
+  return {
+    /** @returns {Promise<any>} */
+    call: (/** @type {string} */ method, params = {}) =>
+      new Promise((resolve) => {
+        const n = ++id;
+        waiting.set(n, resolve);
+        ws.send(JSON.stringify({ id: n, method, params }));
+      }),
+    close: () => ws.close(),
+  };
+}
+
+/** @param {number} inspectorPort */
+export async function startProfile(inspectorPort) {
+  const session = await inspect(inspectorPort);
+  if (!session) throw new Error("no inspector target");
+  const { call } = session;
   await call("Profiler.enable");
   await call("Profiler.setSamplingInterval", { interval: 200 });
   await call("Profiler.start");
   return {
     /** Stops, writes the .cpuprofile to the temp folder, and returns the top functions by self time. */
     async stop(/** @type {string} */ name) {
-      const { profile } = /** @type {any} */ (await call("Profiler.stop"));
-      ws.close();
+      const { profile } = await call("Profiler.stop");
+      session.close();
       const path = join(tmpdir(), `edge-chat-bench-${name}-${Date.now()}.cpuprofile`);
       writeFileSync(path, JSON.stringify(profile));
       return { path, top: topSelf(profile, 25) };
@@ -71,37 +85,19 @@ function topSelf(/** @type {any} */ profile, /** @type {number} */ count) {
  * @param {number} inspectorPort
  */
 export async function collectGarbage(inspectorPort) {
-  const targets = await (await fetch(`http://127.0.0.1:${inspectorPort}/json/list`)).json();
-  const url = targets[0]?.webSocketDebuggerUrl;
-  if (!url) return 0;
-  const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 1 << 30 });
+  const session = await inspect(inspectorPort);
+  if (!session) return 0;
+  const { call } = session;
   try {
-    await new Promise((resolve, reject) => {
-      ws.once("open", resolve);
-      ws.once("error", reject);
-    });
-    let id = 0;
-    /** @type {Map<number, (result: any) => void>} */
-    const waiting = new Map();
-    ws.on("message", (data) => {
-      const message = JSON.parse(data.toString());
-      if (message.id !== undefined) waiting.get(message.id)?.(message.result ?? message.error);
-    });
-    const call = (/** @type {string} */ method, params = {}) =>
-      new Promise((resolve) => {
-        const n = ++id;
-        waiting.set(n, resolve);
-        ws.send(JSON.stringify({ id: n, method, params }));
-      });
     const timeout = new Promise((resolve) => setTimeout(() => resolve(null), 60_000));
     const done = (async () => {
       await call("HeapProfiler.enable");
       await call("HeapProfiler.takeHeapSnapshot", { reportProgress: false });
       await call("HeapProfiler.disable");
-      return /** @type {any} */ (await call("Runtime.getHeapUsage"))?.usedSize ?? 0;
+      return (await call("Runtime.getHeapUsage"))?.usedSize ?? 0;
     })();
     return (await Promise.race([done, timeout])) ?? 0;
   } finally {
-    ws.close();
+    session.close();
   }
 }
