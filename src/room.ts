@@ -63,6 +63,8 @@ interface Pending {
   origin: WebSocket | undefined;
   /** Only these users' sockets are told of the write (delivered markers); everyone when absent. */
   audience?: ReadonlySet<string>;
+  /** Sent round again once already, after a batch that failed but had committed. */
+  retried?: boolean;
   resolve: (outcome: Outcome) => void;
   reject: (error: ApiError) => void;
 }
@@ -473,31 +475,56 @@ export class ConversationRoom extends DurableObject<Env> {
 
   /**
    * A batch failed. D1 can lose its reply after it committed, so before saying "nothing was stored" the room
-   * looks for the messages the batch would have inserted: found, the batch committed, and its sends are
-   * announced as usual while its other writes (all idempotent) go round again; not found, nothing was stored.
+   * asks D1 whether the batch is there: it is, and its sends are announced as usual while its other writes
+   * (all idempotent) go round again, once; it is not, or D1 cannot say, and nothing was stored.
    */
   async #failed(group: Pending[], err: unknown): Promise<void> {
     const error = toApiError(err);
     if (error.code === "internal") console.error("commit failed", err);
-    const sends = group.filter((p) => p.write.kind === "send");
-    let stored: MessageRow[] = [];
-    if (error.code === "unavailable" && sends.length > 0) {
+    let found: { committed: boolean; stored: MessageRow[] } = { committed: false, stored: [] };
+    if (error.code === "unavailable") {
       try {
-        stored = await findMessagesByIds(
-          this.db,
-          sends.map((p) => (p.write as Extract<Write, { kind: "send" }>).id),
-        );
+        found = await this.#committedAnyway(group);
       } catch {
         // Still unreachable: it cannot be known, so say what the contract lets a client act on safely.
       }
     }
-    if (stored.length === 0) {
-      for (const p of group) p.reject(error);
-      return;
+    const again = found.committed ? group.filter((p) => p.write.kind !== "send" && !p.retried) : [];
+    for (const p of group) {
+      if (p.write.kind === "send" && found.committed) {
+        const { id } = p.write;
+        this.#settle(p, found.stored.find((row) => row.id === id) ?? null);
+      } else if (!again.includes(p)) p.reject(error);
     }
-    const byId = new Map(stored.map((row) => [row.id, row]));
-    for (const p of sends) this.#settle(p, byId.get((p.write as Extract<Write, { kind: "send" }>).id) ?? null);
-    this.#pending.unshift(...group.filter((p) => p.write.kind !== "send"));
+    this.#pending.unshift(...again.map((p) => ({ ...p, retried: true })));
+  }
+
+  /**
+   * Whether a failed batch committed all the same. A batch is atomic, so one write tells: a send's message is
+   * stored, an edit's or a delete's time is on its message, a read marker stands where it was asked to.
+   */
+  async #committedAnyway(group: Pending[]): Promise<{ committed: boolean; stored: MessageRow[] }> {
+    const ids = group.flatMap(({ write }) => (write.kind === "send" ? [write.id] : []));
+    if (ids.length > 0) {
+      const stored = await findMessagesByIds(this.db, ids);
+      return { committed: stored.length > 0, stored };
+    }
+    for (const { write } of group) {
+      if (write.kind === "edit" || write.kind === "delete") {
+        const row = await findMessageBySeq(this.db, this.#conversationId(), write.seq);
+        const committed =
+          write.kind === "edit"
+            ? row?.editedAt === write.now && row.content === write.content
+            : row?.deletedAt === write.now;
+        return { committed, stored: [] };
+      }
+      if (write.kind === "read") {
+        const markers = await findMembership(this.db, this.#conversationId(), write.userId);
+        const wanted = Math.min(write.seq, this.#lastSeq ?? write.seq);
+        return { committed: markers !== null && markers.lastReadSeq >= wanted, stored: [] };
+      }
+    }
+    return { committed: false, stored: [] };
   }
 
   /** Tells the sockets what a committed write changed. */

@@ -165,6 +165,51 @@ describe("guarantees 1, 2 and 4: a D1 reply lost after the batch committed", () 
   });
 });
 
+describe("503 means nothing was stored, for edits, deletes and read markers too", () => {
+  // Found by `npm run test:long` (seed 1133215177): a delete whose D1 reply was lost after the batch committed
+  // was answered 503 "nothing was stored", and the message was deleted all the same (the model's next edit got
+  // 403). The room now asks D1 whether such a batch committed, for every kind of write, not only sends.
+  const message = (id: string, seq: number) => `/v1/conversations/${id}/messages/${seq}`;
+
+  it("answers a delete stored behind a lost reply with the tombstone, and tells the sockets once", async () => {
+    const { alice, bob, conv } = await pair();
+    expect((await send(conv.id, alice, { content: "regret" })).status).toBe(201);
+    const watcher = await connect(conv.id, bob);
+    await failNextWrite(conv.id, "after-commit");
+    const res = await call(message(conv.id, 1), { method: "DELETE", as: alice });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ seq: 1, content: "", deletedAt: expect.any(String) });
+    await watcher.next("message_updated");
+    const edit = await call(message(conv.id, 1), { method: "PATCH", as: alice, body: { content: "again" } });
+    await expectError(edit, 403, "forbidden");
+    expect(watcher.of("message_updated")).toHaveLength(1);
+    watcher.close();
+  });
+
+  it("answers an edit and a read stored behind a lost reply with what was stored", async () => {
+    const { alice, bob, conv } = await pair();
+    for (const content of ["one", "two"]) expect((await send(conv.id, alice, { content })).status).toBe(201);
+    await failNextWrite(conv.id, "after-commit");
+    const edit = await call(message(conv.id, 1), { method: "PATCH", as: alice, body: { content: "uno" } });
+    expect(edit.status).toBe(200);
+    expect(await edit.json()).toMatchObject({ seq: 1, content: "uno", editedAt: expect.any(String) });
+    await failNextWrite(conv.id, "after-commit");
+    const read = await call(`/v1/conversations/${conv.id}/read`, { method: "POST", as: bob, body: { seq: 2 } });
+    expect(read.status).toBe(200);
+    expect(await read.json()).toMatchObject({ userId: bob, lastReadSeq: 2 });
+  });
+
+  it("still answers 503, storing nothing, when the batch did not commit", async () => {
+    const { alice, conv } = await pair();
+    expect((await send(conv.id, alice, { content: "keep me" })).status).toBe(201);
+    await failNextWrite(conv.id, "before-commit");
+    await expectError(await call(message(conv.id, 1), { method: "DELETE", as: alice }), 503, "unavailable");
+    expect((await rows(conv.id)).map((r) => r.seq)).toEqual([1]);
+    const history = await call(`/v1/conversations/${conv.id}/messages`, { as: alice });
+    expect(((await history.json()) as { messages: MessageDto[] }).messages[0]).toMatchObject({ deletedAt: null });
+  });
+});
+
 describe("a WebSocket connect is a 4xx that stores nothing when it names no conversation of the caller", () => {
   // Found by the path fuzzer after the upgrade stopped reading D1 in the Worker: a NUL in the id reached a
   // header and the Worker answered 500. The room also used to store the id it was asked for before checking it.
