@@ -222,6 +222,13 @@ class ConversationView {
     });
     socket.on("message", (message) => {
       this.#add([message]);
+      // Sending moves the sender's own markers to their message (API.md), without a receipt of its own: a
+      // reply sent before its sender's page said "read" still shows everything before it read.
+      const sender = this.participants.get(message.senderId);
+      if (sender) {
+        sender.lastReadSeq = Math.max(sender.lastReadSeq, message.seq);
+        sender.lastDeliveredSeq = Math.max(sender.lastDeliveredSeq, message.seq);
+      }
       this.typing.delete(message.senderId);
       this.render(message.senderId === this.me ? "bottom" : "keep");
       this.markSeen();
