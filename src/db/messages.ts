@@ -36,7 +36,7 @@ const MESSAGE_RETURNING = sql.raw(
   `RETURNING id, conversation_id AS conversationId, seq, sender_id AS senderId, content, local_id AS localId,
    created_at AS createdAt, edited_at AS editedAt, deleted_at AS deletedAt`,
 );
-const isParticipant = (conversationId: string, userId: string) =>
+const isParticipant = (conversationId: string, userId: string | SQL) =>
   sql`EXISTS (SELECT 1 FROM participants WHERE conversation_id = ${conversationId} AND user_id = ${userId})`;
 
 type Send = Extract<Write, { kind: "send" }>;
@@ -219,7 +219,7 @@ function insertSends(conversationId: string, sends: Send[]): SQL[] {
           + row_number() OVER (ORDER BY s.key),
         ${field(1)}, ${field(2)}, ${field(3)}, ${field(4)}, ${field(5)}
       FROM json_each(${`[${rows.join(",")}]`}) AS s
-      WHERE EXISTS (SELECT 1 FROM participants WHERE conversation_id = ${conversationId} AND user_id = ${field(1)})
+      WHERE ${isParticipant(conversationId, field(1))}
         AND NOT EXISTS (SELECT 1 FROM messages
           WHERE conversation_id = ${conversationId} AND sender_id = ${field(1)} AND local_id = ${field(3)})
       ${MESSAGE_RETURNING}`,
