@@ -1,5 +1,5 @@
 import type { PushTask } from "./push/tasks";
-import type { ConversationRoom } from "./room";
+import type { ConversationRoom } from "./room/room";
 
 /** Bindings and variables of the Worker, as wrangler.toml and secrets declare them. */
 export interface Env {
@@ -23,6 +23,8 @@ export interface Env {
   MAX_SOCKETS_PER_USER?: string;
   MAX_REPLAY?: string;
   TICKET_TTL_SECONDS?: string;
+  /** Bench only: latency added to every D1 call (src/db/directory.ts). */
+  D1_DELAY_MS?: string;
   /** Push notifications to participants who are away (src/push/); unset channels are not used. */
   PUSH_QUEUE?: Queue<PushTask>;
   PUSH_DELAY_SECONDS?: string;

@@ -33,6 +33,8 @@ export const Conversation = z
     createdBy: z.string(),
     createdAt: Time,
     updatedAt: Time,
+    /** Grows with every change of the fields all members share: of two copies, the higher rev is newer. */
+    rev: z.number().int(),
     lastSeq: z.number().int(),
     lastMessage: LastMessage.nullable(),
     participants: z.array(Participant),

@@ -1,7 +1,16 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { ConversationDto, ParticipantDto } from "../src/schemas";
-import { call, createConversation, expectError, uniqueUser } from "./helpers";
+import {
+  call,
+  createConversation,
+  expectError,
+  inRoomSql,
+  projected,
+  seedMessages,
+  storedMarkers,
+  uniqueUser,
+} from "./helpers";
 
 const ISO_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
@@ -37,17 +46,18 @@ const participant = (c: ConversationDto, userId: string): ParticipantDto | undef
 
 const roles = (c: ConversationDto) => Object.fromEntries(c.participants.map((p) => [p.userId, p.role]));
 
-/** Sets a conversation's last seq directly in storage, as if messages had been sent (messages are not built yet). */
-async function setLastSeq(id: string, lastSeq: number) {
-  const { meta } = await env.DB.prepare("UPDATE conversations SET last_seq = ? WHERE id = ?").bind(lastSeq, id).run();
-  expect(meta.changes).toBe(1);
-}
-
+/** The room's participants (its system of record), after checking that D1's directory has caught up with them. */
 async function participantCount(id: string): Promise<number> {
+  const inRoom = await inRoomSql(
+    id,
+    (sql) => sql.exec<{ n: number }>("SELECT count(*) AS n FROM participants").one().n,
+  );
+  await projected(id);
   const row = await env.DB.prepare("SELECT count(*) AS n FROM participants WHERE conversation_id = ?")
     .bind(id)
     .first<{ n: number }>();
-  return row?.n ?? -1;
+  expect(row?.n ?? -1, "D1's participants, once projected").toBe(inRoom);
+  return inRoom;
 }
 
 describe("POST /v1/conversations: groups", () => {
@@ -63,11 +73,13 @@ describe("POST /v1/conversations: groups", () => {
       createdBy: me,
       createdAt: expect.stringMatching(ISO_MS),
       updatedAt: expect.stringMatching(ISO_MS),
+      rev: expect.any(Number),
       lastSeq: 0,
       lastMessage: null,
       participants: expect.any(Array),
       unreadCount: 0,
     });
+    expect(Number.isInteger(c.rev)).toBe(true);
     expect(c.participants).toHaveLength(3);
     expect(roles(c)).toEqual({ [me]: "owner", [bob]: "member", [carol]: "member" });
     for (const p of c.participants) {
@@ -80,7 +92,7 @@ describe("POST /v1/conversations: groups", () => {
       });
     }
     // Every participant sees it, the same one.
-    for (const user of [me, bob, carol]) expect((await get(user, c.id)).id).toBe(c.id);
+    for (const user of [me, bob, carol]) expect(await get(user, c.id)).toMatchObject({ id: c.id, rev: c.rev });
   });
 
   it("creates a group without a title, with a null title", async () => {
@@ -258,10 +270,11 @@ describe("GET /v1/conversations", () => {
   it("includes the participants and the caller's unread count of each conversation", async () => {
     const [me, bob, carol] = [uniqueUser("me"), uniqueUser("bob"), uniqueUser("carol")];
     const c = await createConversation(me, [bob, carol]);
-    await setLastSeq(c.id, 7);
-    await env.DB.prepare("UPDATE participants SET last_read_seq = 5 WHERE conversation_id = ? AND user_id = ?")
-      .bind(c.id, bob)
-      .run();
+    await seedMessages(c.id, me, 7);
+    const read = await call(`/v1/conversations/${c.id}/read`, { method: "POST", as: bob, body: { seq: 5 } });
+    expect(read.status).toBe(200);
+    // The list is D1's projection of the rooms: eventually consistent.
+    await projected(c.id);
 
     const [mine] = (await list(me)).conversations;
     expect(mine?.id).toBe(c.id);
@@ -343,7 +356,7 @@ describe("POST /v1/conversations/:id/participants", () => {
   it("lets the owner add a member, whose read marker starts at lastSeq", async () => {
     const [me, bob, dave] = [uniqueUser("me"), uniqueUser("bob"), uniqueUser("dave")];
     const c = await createConversation(me, [bob]);
-    await setLastSeq(c.id, 5);
+    await seedMessages(c.id, me, 5);
     const res = await addParticipants(me, c.id, [dave]);
     expect(res.status).toBe(200);
     const after = (await res.json()) as ConversationDto;
@@ -356,6 +369,7 @@ describe("POST /v1/conversations/:id/participants", () => {
       lastReadSeq: 5,
       lastDeliveredSeq: 5,
     });
+    expect(await storedMarkers(c.id, dave)).toEqual({ lastReadSeq: 5, lastDeliveredSeq: 5 });
     // History is not unread to the newcomer; it still is to the others.
     expect((await get(dave, c.id)).unreadCount).toBe(0);
     expect((await get(bob, c.id)).unreadCount).toBe(5);
@@ -375,7 +389,7 @@ describe("POST /v1/conversations/:id/participants", () => {
   it("treats adding people who are already in it as a no-op with 200", async () => {
     const [me, bob] = [uniqueUser("me"), uniqueUser("bob")];
     const c = await createConversation(me, [bob]);
-    await setLastSeq(c.id, 3);
+    await seedMessages(c.id, me, 3);
     const res = await addParticipants(me, c.id, [bob]);
     expect(res.status).toBe(200);
     const after = (await res.json()) as ConversationDto;

@@ -1,28 +1,35 @@
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { drizzle } from "drizzle-orm/d1";
-import type { ConversationRoom } from "../src/room";
+import type { ConversationRoom } from "../src/room/room";
 
 /**
  * Where an injected D1 failure strikes: `before-commit` fails the batch without running it (D1 refused it);
  * `after-commit` runs it and then loses the reply (the connection dropped after D1 applied it), so the room
  * cannot know whether it was stored.
+ *
+ * Client writes (sends, edits, deletes, read markers) commit in the room's own SQLite; D1 is written only by
+ * the room's outbox pump (src/db/projection.ts applyProjection, one batch into `participants` and
+ * `conversations`). So these failures strike the pump's batches: they delay the list, and nothing else.
  */
 export type FaultMode = "before-commit" | "after-commit";
 
-/** Counts across the file, for the figures of a run. */
+/** Counts across the file, for the figures of a run: failures armed (batches), and batches that failed. */
 export const faultStats = { armed: 0, fired: 0 };
 
 const INJECTED = "D1_ERROR: Network connection lost.";
 
-/** Statements of the writes a client asks for: sends, edits, deletes and read markers (not the alarm's delivered flush). */
-const CLIENT_WRITE = /^(INSERT INTO messages|UPDATE messages|UPDATE participants SET last_read_seq)/i;
+/** Statements of the outbox pump's projection: it writes the list's tables, nothing else. */
+const PROJECTION_WRITE = /^(DELETE FROM participants|INSERT INTO participants|UPDATE conversations)\b/i;
 
 const normalized = (text: string) => text.replace(/\s+/g, " ").trim();
 
-/** A D1Database that is the real one, except that its next batch holding a client write fails as `mode` says. */
-export function flakyD1(real: D1Database, mode: FaultMode, onFire: () => void = () => {}): D1Database {
-  let armed = true;
+/**
+ * A D1Database that is the real one, except that its next `batches` batches writing the list projection
+ * fail as `mode` says (D1 failing for a while). Other statements (reads, such as an adoption's) are left alone.
+ */
+export function flakyD1(real: D1Database, mode: FaultMode, batches = 1, onFire: () => void = () => {}): D1Database {
+  let left = batches;
   const sqlOf = new WeakMap<D1PreparedStatement, string>();
   const remember = (stmt: D1PreparedStatement, sql: string): D1PreparedStatement => {
     sqlOf.set(stmt, sql);
@@ -34,8 +41,8 @@ export function flakyD1(real: D1Database, mode: FaultMode, onFire: () => void = 
   return {
     prepare: (query: string) => remember(real.prepare(query), normalized(query)),
     batch: async <T = unknown>(statements: D1PreparedStatement[]): Promise<D1Result<T>[]> => {
-      if (armed && statements.some((s) => CLIENT_WRITE.test(sqlOf.get(s) ?? ""))) {
-        armed = false;
+      if (left > 0 && statements.some((s) => PROJECTION_WRITE.test(sqlOf.get(s) ?? ""))) {
+        left--;
         onFire();
         if (mode === "after-commit") await real.batch<T>(statements);
         throw new Error(INJECTED);
@@ -48,14 +55,30 @@ export function flakyD1(real: D1Database, mode: FaultMode, onFire: () => void = 
   } satisfies D1Database;
 }
 
-/** Arms a failure of the next client write of the conversation's room (until the room is evicted). */
-export async function failNextWrite(conversationId: string, mode: FaultMode): Promise<void> {
-  faultStats.armed++;
+/**
+ * Makes the next `batches` D1 batches of the room's outbox pump fail as `mode` says (until the room is
+ * evicted: a new instance has the real D1). Returns a counter of the failures that struck so far.
+ */
+export async function failPump(
+  conversationId: string,
+  mode: FaultMode,
+  batches = 1,
+): Promise<{ readonly fired: number; readonly left: number }> {
+  faultStats.armed += batches;
+  const state = { fired: 0, left: batches };
   await runInDurableObject(env.ROOMS.getByName(conversationId), (instance: ConversationRoom) => {
     instance.db = drizzle(
-      flakyD1(env.DB, mode, () => {
+      flakyD1(env.DB, mode, batches, () => {
+        state.fired++;
+        state.left--;
         faultStats.fired++;
       }),
     );
   });
+  return state;
+}
+
+/** Arms a failure of the room's next D1 write: since the room owns its data, that is its pump's next batch. */
+export async function failNextWrite(conversationId: string, mode: FaultMode): Promise<void> {
+  await failPump(conversationId, mode, 1);
 }

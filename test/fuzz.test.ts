@@ -3,7 +3,7 @@ import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ERROR_STATUS } from "../src/errors";
 import { LOCAL_ID } from "../src/schemas";
-import { createConversation, tokenFor, uniqueUser } from "./helpers";
+import { createConversation, projected, roomFingerprint, tokenFor, uniqueUser } from "./helpers";
 import { propertyRuns, reportFigures } from "./property";
 import { connect, type TestSocket } from "./socket";
 
@@ -45,6 +45,8 @@ beforeAll(async () => {
   expect(
     (await request("POST", `/v1/conversations/${conversationId}/read`, { as: member, json: { seq: LAST_SEQ } })).status,
   ).toBe(200);
+  // D1's list projection is written shortly after: let it settle, so that "D1 unchanged" means it.
+  await projected(conversationId);
 });
 
 interface RequestOptions {
@@ -83,11 +85,13 @@ async function fingerprint(): Promise<Record<string, unknown>> {
   return row ?? {};
 }
 
-/** Runs a property and proves D1 is as it was before. */
+/** Runs a property and proves D1, and the conversation's room, are as they were before. */
 async function unchanged(run: () => Promise<void>) {
   const before = await fingerprint();
+  const roomBefore = await roomFingerprint(conversationId);
   await run();
   expect(await fingerprint(), "D1 changed").toEqual(before);
+  expect(await roomFingerprint(conversationId), "the room changed").toEqual(roomBefore);
 }
 
 const LEAK = [/SQLITE/i, /D1_/, /^\s*at\s/m, /\.(ts|js|mjs):\d+:\d+/, /drizzle/i, /zod/i];

@@ -1,6 +1,8 @@
+import { runInDurableObject } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { SignJWT } from "jose";
 import { expect } from "vitest";
+import type { ConversationRoom } from "../src/room/room";
 import type { ConversationDto } from "../src/schemas";
 
 const secret = () => new TextEncoder().encode(env.AUTH_SECRET);
@@ -72,8 +74,86 @@ export async function eventually<T>(check: () => Promise<T> | T, timeoutMs = 300
   }
 }
 
-/** Writes `count` messages from `senderId` straight into D1 (seq 1..count), as a long history would be. */
+/** The conversation's room, by id. */
+export const roomStub = (conversationId: string) => env.ROOMS.getByName(conversationId);
+
+/** Runs `fn` on the room's own SQLite (its system of record), inside the Object. */
+export async function inRoomSql<T>(conversationId: string, fn: (sql: SqlStorage) => T): Promise<T> {
+  return runInDurableObject(roomStub(conversationId), (_instance: ConversationRoom, state) => fn(state.storage.sql));
+}
+
+export interface StoredMessage {
+  seq: number;
+  id: string;
+  senderId: string;
+  localId: string | null;
+  content: string;
+  editedAt: number | null;
+  deletedAt: number | null;
+}
+
+/** Every message the room has stored, by seq. */
+export async function storedMessages(conversationId: string): Promise<StoredMessage[]> {
+  return inRoomSql(
+    conversationId,
+    (sql) =>
+      sql
+        .exec(
+          `SELECT seq, id, sender_id AS senderId, local_id AS localId, content, edited_at AS editedAt,
+           deleted_at AS deletedAt FROM messages ORDER BY seq`,
+        )
+        .toArray() as unknown as StoredMessage[],
+  );
+}
+
+/** A participant's markers as the room stores them; null when they are not a participant. */
+export async function storedMarkers(conversationId: string, userId: string) {
+  return inRoomSql(
+    conversationId,
+    (sql) =>
+      (sql
+        .exec(
+          "SELECT last_read_seq AS lastReadSeq, last_delivered_seq AS lastDeliveredSeq FROM participants WHERE user_id = ?",
+          userId,
+        )
+        .toArray()[0] as { lastReadSeq: number; lastDeliveredSeq: number } | undefined) ?? null,
+  );
+}
+
+/** What a write to the room would change: its conversation row, participants, messages, tickets. */
+export async function roomFingerprint(conversationId: string) {
+  return inRoomSql(conversationId, (sql) =>
+    sql
+      .exec(
+        `SELECT
+           (SELECT group_concat(seq || ':' || content || ':' || coalesce(local_id, '') || ':' || coalesce(edited_at, '')
+              || ':' || coalesce(deleted_at, ''), '|') FROM messages) AS messages,
+           (SELECT group_concat(user_id || ':' || role || ':' || last_read_seq || ':' || last_delivered_seq, '|')
+              FROM participants) AS participants,
+           (SELECT group_concat(user_id, '|') FROM departed) AS departed,
+           (SELECT updated_at || ':' || last_seq || ':' || coalesce(title, '') FROM conversation) AS conversation`,
+      )
+      .one(),
+  );
+}
+
+/** Writes `count` messages from `senderId` straight into the room's storage (seq 1..count), as a long history would be. */
 export async function seedMessages(conversationId: string, senderId: string, count: number) {
+  await inRoomSql(conversationId, (sql) => {
+    sql.exec(
+      `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?3)
+       INSERT INTO messages (seq, id, sender_id, content, created_at)
+       SELECT (SELECT coalesce(max(seq), 0) FROM messages) + i, ?1 || '-' || i, ?2, 'bulk ' || i, 1 FROM n`,
+      conversationId,
+      senderId,
+      count,
+    );
+    sql.exec("UPDATE conversation SET last_seq = (SELECT max(seq) FROM messages)");
+  });
+}
+
+/** Writes `count` messages into D1's 0.1 messages table (seq 1..count), as version 0.1 stored them. */
+export async function seedLegacyMessages(conversationId: string, senderId: string, count: number) {
   await env.DB.batch([
     env.DB.prepare(
       `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?3)
@@ -82,4 +162,19 @@ export async function seedMessages(conversationId: string, senderId: string, cou
     ).bind(conversationId, senderId, count),
     env.DB.prepare("UPDATE conversations SET last_seq = ?2 WHERE id = ?1").bind(conversationId, count),
   ]);
+}
+
+/** Waits until D1's list projection of the conversation has caught up with the room. */
+export async function projected(conversationId: string) {
+  const rev = await inRoomSql(conversationId, (sql) => sql.exec("SELECT rev FROM conversation").one().rev as number);
+  await eventually(
+    async () => {
+      const row = await env.DB.prepare("SELECT projected_version AS v FROM conversations WHERE id = ?")
+        .bind(conversationId)
+        .first<{ v: number }>();
+      return (row?.v ?? 0) >= rev;
+    },
+    5_000,
+    "the list projection",
+  );
 }

@@ -42,7 +42,6 @@ describe("history paging", () => {
     const results = await Promise.all(
       Array.from({ length: TOTAL }, (_, i) =>
         room.sendMessage({
-          conversationId: conv.id,
           senderId: senders[i % senders.length] ?? owner,
           content: `message ${i}`,
           localId: `seed-${i}`,

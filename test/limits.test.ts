@@ -4,19 +4,16 @@ import { describe, expect, it } from "vitest";
 import { createApp } from "../src/app";
 import { readLimits } from "../src/env";
 import type { MessageDto } from "../src/schemas";
-import { call, createConversation, expectError, tokenFor, uniqueUser } from "./helpers";
+import { call, createConversation, expectError, inRoomSql, tokenFor, uniqueUser } from "./helpers";
 import { connect, type TestSocket, upgrade } from "./socket";
 
 const messagesPath = (id: string) => `/v1/conversations/${id}/messages`;
 
 const sendRest = (id: string, as: string, body: unknown) => call(messagesPath(id), { method: "POST", as, body });
 
-/** The rows D1 holds for the conversation: the truth behind every acknowledgement. */
+/** The messages the room holds for the conversation (its system of record): the truth behind every acknowledgement. */
 async function storedCount(conversationId: string): Promise<number> {
-  const row = await env.DB.prepare("SELECT count(*) AS n FROM messages WHERE conversation_id = ?")
-    .bind(conversationId)
-    .first<{ n: number }>();
-  return row?.n ?? -1;
+  return inRoomSql(conversationId, (sql) => sql.exec<{ n: number }>("SELECT count(*) AS n FROM messages").one().n);
 }
 
 async function history(conversationId: string, as: string): Promise<MessageDto[]> {

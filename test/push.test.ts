@@ -4,9 +4,9 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import worker from "../src/index";
 import type { Notification } from "../src/push/notification";
 import type { PushTask } from "../src/push/tasks";
-import type { ConversationRoom } from "../src/room";
+import type { ConversationRoom } from "../src/room/room";
 import { withBindings } from "./d1-recorder";
-import { call, createConversation, eventually, expectError, uniqueUser } from "./helpers";
+import { call, createConversation, eventually, expectError, projected, uniqueUser } from "./helpers";
 import {
   decryptPush,
   expectedWebhookSignature,
@@ -450,7 +450,11 @@ describe("push notifications to participants who are away", () => {
     const retry = scheduled.find((s) => s.body.kind === "deliver" && s.body.userId === bob)?.body as PushTask;
     expect(retry).toMatchObject({ channel: { type: "webhook" } });
 
-    await call(`/v1/conversations/${conv.id}/read`, { method: "POST", as: bob, body: { seq: 1 } });
+    const read = await call(`/v1/conversations/${conv.id}/read`, { method: "POST", as: bob, body: { seq: 1 } });
+    expect(read.status).toBe(200);
+    // The retry reads the marker from the directory, which the room's pump updates within a second; a real
+    // retry comes 10 s or more after the first attempt, so by then it has.
+    await projected(conv.id);
     const before = outbound.to(WEBHOOK).length;
     const { result } = await runConsumer([retry]);
     expect(result.explicitAcks).toHaveLength(1);

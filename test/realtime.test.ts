@@ -1,17 +1,18 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { drizzle } from "drizzle-orm/d1";
 import { describe, expect, it } from "vitest";
-import type { ConversationRoom } from "../src/room";
 import type { ConversationDto, ParticipantDto } from "../src/schemas";
-import { recordD1 } from "./d1-recorder";
-import { call, createConversation, eventually, expectError, uniqueUser } from "./helpers";
+import { call, createConversation, eventually, expectError, projected, storedMarkers, uniqueUser } from "./helpers";
 import { connect } from "./socket";
 
 const sendRest = (conversationId: string, as: string, content: string) =>
   call(`/v1/conversations/${conversationId}/messages`, { method: "POST", as, body: { content } });
 
-async function markers(conversationId: string, userId: string) {
+/** A participant's markers in the room's storage, their system of record. */
+const markers = storedMarkers;
+
+/** A participant's markers in the directory (D1), as the list reads them. */
+async function directoryMarkers(conversationId: string, userId: string) {
   return env.DB.prepare(
     "SELECT last_read_seq AS lastReadSeq, last_delivered_seq AS lastDeliveredSeq FROM participants WHERE conversation_id = ? AND user_id = ?",
   )
@@ -192,25 +193,26 @@ describe("receipts", () => {
     b.close();
   });
 
-  it("writes a flush's delivered markers in one statement, however many users moved, and sends every receipt", async () => {
+  it("moves every connected user's delivered marker in the send's own commit, however many, and sends every receipt", async () => {
     const owner = uniqueUser("owner");
-    // Enough users that the flush's receipts take several turns of the room's event loop.
+    // Enough users that the receipts take several turns of the room's event loop.
     const members = Array.from({ length: 40 }, () => uniqueUser("member"));
     const conv = await createConversation(owner, members);
     const sockets = await Promise.all(members.map((u) => connect(conv.id, u)));
     const own = await connect(conv.id, owner);
-    const recording = recordD1(env.DB);
-    await runInDurableObject(env.ROOMS.getByName(conv.id), (instance: ConversationRoom) => {
-      instance.db = drizzle(recording.db);
-    });
     expect((await sendRest(conv.id, owner, "hello, all of you")).status).toBe(201);
+    // The markers are committed with the message: stored as soon as the send is acknowledged, no flush later.
     const delivered = async () => Promise.all(members.map(async (u) => (await markers(conv.id, u))?.lastDeliveredSeq));
-    await eventually(async () => (await delivered()).every((seq) => seq === 1), 3_000, "every marker to move");
-    const flushes = recording.executed.filter((s) => /UPDATE participants SET last_delivered_seq/.test(s.sql));
-    expect(flushes).toHaveLength(1);
+    expect(await delivered()).toEqual(members.map(() => 1));
     await own.until((s) => s.of("receipt").length === members.length, 3_000, "a receipt per member");
     expect(new Set(own.of("receipt").map((f) => f.userId))).toEqual(new Set(members));
     expect(own.of("receipt").every((f) => f.lastDeliveredSeq === 1)).toBe(true);
+    // The directory catches up with every marker.
+    await projected(conv.id);
+    const inDirectory = await Promise.all(
+      members.map(async (u) => (await directoryMarkers(conv.id, u))?.lastDeliveredSeq),
+    );
+    expect(inDirectory).toEqual(members.map(() => 1));
     for (const s of [...sockets, own]) s.close();
   });
 

@@ -1,10 +1,10 @@
-import { createExecutionContext, runInDurableObject, waitOnExecutionContext } from "cloudflare:test";
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { createApp } from "../src/app";
 import { type Env, readLimits } from "../src/env";
 import { isOriginAllowed } from "../src/middleware/origins";
-import { call, createConversation, expectError, tokenFor, uniqueUser } from "./helpers";
+import { call, createConversation, expectError, inRoomSql, tokenFor, uniqueUser } from "./helpers";
 import { connect, upgrade } from "./socket";
 
 interface Ticket {
@@ -104,14 +104,17 @@ describe("tickets", () => {
   it("refuses an expired ticket with 401", async () => {
     const { alice, conv } = await pair();
     const { ticket } = await issueTicket(conv.id, alice);
-    const stub = env.ROOMS.getByName(conv.id);
-    const stored = await runInDurableObject(stub, (_instance, state) => {
-      const key = `ticket:${ticket}`;
-      const value = state.storage.kv.get<{ userId: string; expiresAt: number }>(key);
-      if (value) state.storage.kv.put(key, { ...value, expiresAt: Date.now() - 1 });
-      return value;
-    });
-    expect(stored).toEqual({ userId: alice, expiresAt: expect.any(Number) });
+    // The room keeps its tickets in its own SQLite: make this one expire a moment ago.
+    const stored = await inRoomSql(conv.id, (sql) =>
+      sql
+        .exec(
+          "UPDATE tickets SET expires_at = ? WHERE ticket = ? RETURNING user_id AS userId, expires_at AS expiresAt",
+          Date.now() - 1,
+          ticket,
+        )
+        .toArray(),
+    );
+    expect(stored).toEqual([{ userId: alice, expiresAt: expect.any(Number) }]);
     await expectError(await upgrade(conv.id, null, { ticket }), 401, "unauthenticated");
   });
 });

@@ -231,6 +231,10 @@ export class ConversationSocket {
         ws.send("ping");
         pongDeadline ??= setTimeout(() => ws.close(4000, "no answer to ping"), this.#options.pongTimeoutMs);
       }, this.#options.pingIntervalMs);
+      // A socket that has carried no frame from its client does not finish a close the server starts (seen
+      // with workerd under wrangler dev: the client stays CLOSING). One `ping` at once avoids that; the
+      // runtime answers it without waking the conversation.
+      ws.send("ping");
 
       ws.addEventListener("message", (event) => {
         heard();

@@ -26,6 +26,7 @@ const conversationColumns = {
   lastMessageSenderId: conversations.lastMessageSenderId,
   lastMessagePreview: conversations.lastMessagePreview,
   lastMessageAt: conversations.lastMessageAt,
+  rev: conversations.rev,
 };
 
 export interface ConversationWithMembers {
@@ -39,10 +40,6 @@ const membersOf = (db: Db, conversationId: string) =>
     .from(participants)
     .where(eq(participants.conversationId, conversationId))
     .orderBy(asc(participants.joinedAt), asc(participants.userId));
-
-export async function findMembers(db: Db, conversationId: string): Promise<ParticipantRow[]> {
-  return membersOf(db, conversationId);
-}
 
 export interface NewConversation {
   id: string;
@@ -77,37 +74,14 @@ export async function findDirectConversationId(db: Db, key: string): Promise<str
   return row?.id ?? null;
 }
 
-/** The conversation and its participants, in one round trip; null when it is missing or `userId` is not in it. */
-export async function findConversationFor(
-  db: Db,
-  conversationId: string,
-  userId: string,
-): Promise<ConversationWithMembers | null> {
+/** The directory's entry of a conversation and its participants, in one round trip; null when missing. */
+export async function findDirectoryEntry(db: Db, conversationId: string): Promise<ConversationWithMembers | null> {
   const [rows, members] = await db.batch([
     db.select(conversationColumns).from(conversations).where(eq(conversations.id, conversationId)),
     membersOf(db, conversationId),
   ]);
   const conversation = rows[0];
-  if (!conversation || !members.some((m) => m.userId === userId)) return null;
-  return { conversation, members };
-}
-
-export async function conversationExists(db: Db, conversationId: string): Promise<boolean> {
-  const row = await db
-    .select({ id: conversations.id })
-    .from(conversations)
-    .where(eq(conversations.id, conversationId))
-    .get();
-  return row !== undefined;
-}
-
-export async function findMembership(db: Db, conversationId: string, userId: string): Promise<ParticipantRow | null> {
-  const row = await db
-    .select(participantColumns)
-    .from(participants)
-    .where(and(eq(participants.conversationId, conversationId), eq(participants.userId, userId)))
-    .get();
-  return row ?? null;
+  return conversation ? { conversation, members } : null;
 }
 
 /**
@@ -154,53 +128,4 @@ export async function listConversationsFor(
     cursor: { activityAt, conversationId: conversation.id },
   }));
   return { page, hasMore: rows.length > limit };
-}
-
-/**
- * Adds the users who are not participants yet, all or none: one statement checks the participant limit
- * against the rows as they are when it runs, so concurrent additions cannot pass it together. New
- * participants start with their markers at the conversation's last message: history is not unread to them.
- */
-export async function addParticipants(
-  db: Db,
-  conversationId: string,
-  userIds: string[],
-  maxParticipants: number,
-  now: number,
-): Promise<void> {
-  const ids = JSON.stringify(userIds);
-  const isNew = (alias: string) =>
-    sql.raw(`NOT EXISTS (SELECT 1 FROM participants p WHERE p.conversation_id = c.id AND p.user_id = ${alias}.value)`);
-  await batchSql(db, [
-    sql`
-      INSERT INTO participants (conversation_id, user_id, role, joined_at, last_read_seq, last_delivered_seq, activity_at)
-      SELECT c.id, j.value, 'member', ${now}, c.last_seq, c.last_seq, ${now}
-      FROM conversations c, json_each(${ids}) j
-      WHERE c.id = ${conversationId} AND ${isNew("j")}
-        AND (SELECT count(*) FROM participants p WHERE p.conversation_id = c.id)
-          + (SELECT count(*) FROM json_each(${ids}) k WHERE ${isNew("k")}) <= ${maxParticipants}`,
-    sql`UPDATE conversations SET updated_at = ${now} WHERE id = ${conversationId}`,
-    sql`UPDATE participants SET activity_at = ${now} WHERE conversation_id = ${conversationId}`,
-  ]);
-}
-
-/** Removes a participant; when the last owner leaves, the longest-standing participant becomes owner. */
-export async function removeParticipant(db: Db, conversationId: string, userId: string): Promise<void> {
-  await batchSql(db, [
-    sql`DELETE FROM participants WHERE conversation_id = ${conversationId} AND user_id = ${userId}`,
-    sql`
-      UPDATE participants SET role = 'owner'
-      WHERE conversation_id = ${conversationId}
-        AND user_id = (SELECT user_id FROM participants WHERE conversation_id = ${conversationId}
-                       ORDER BY joined_at, user_id LIMIT 1)
-        AND NOT EXISTS (SELECT 1 FROM participants WHERE conversation_id = ${conversationId} AND role = 'owner')`,
-  ]);
-}
-
-/** Re-adds a user to a direct conversation they had left. */
-export async function rejoinDirect(db: Db, conversationId: string, userId: string, now: number): Promise<void> {
-  await db.run(sql`
-    INSERT INTO participants (conversation_id, user_id, role, joined_at, last_read_seq, last_delivered_seq, activity_at)
-    SELECT id, ${userId}, 'member', ${now}, last_seq, last_seq, updated_at FROM conversations WHERE id = ${conversationId}
-    ON CONFLICT DO NOTHING`);
 }

@@ -16,6 +16,9 @@ export const conversations = sqliteTable("conversations", {
   lastMessageSenderId: text("last_message_sender_id"),
   lastMessagePreview: text("last_message_preview"),
   lastMessageAt: integer("last_message_at"),
+  // The conversation's rev as its room last projected it here; a projection is taken only when newer.
+  rev: integer("rev").notNull().default(0),
+  projectedVersion: integer("projected_version").notNull().default(0),
 });
 
 export const participants = sqliteTable(
@@ -38,6 +41,8 @@ export const participants = sqliteTable(
   ],
 );
 
+// Version 0.1 kept every message here. Rooms now keep their own (src/room/); a room whose storage is empty
+// imports its conversation's rows from this table once. Nothing writes it any more.
 export const messages = sqliteTable(
   "messages",
   {

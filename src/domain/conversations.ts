@@ -84,6 +84,7 @@ export interface ConversationRow {
   lastMessageSenderId: string | null;
   lastMessagePreview: string | null;
   lastMessageAt: number | null;
+  rev: number;
 }
 
 export interface ParticipantRow {
@@ -124,6 +125,7 @@ export function toConversation(row: ConversationRow, members: ParticipantRow[], 
     createdBy: row.createdBy,
     createdAt: iso(row.createdAt),
     updatedAt: iso(row.updatedAt),
+    rev: row.rev,
     lastSeq: row.lastSeq,
     lastMessage,
     participants: members.map(toParticipant),

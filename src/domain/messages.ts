@@ -67,7 +67,7 @@ export function takeToken(
 export const TYPING_TTL_MS = 5_000;
 /** A socket silent this long (no frame, no `ping`) is taken for dead and closed. */
 export const IDLE_SOCKET_MS = 120_000;
-/** Delivered markers reach D1 and the other sockets at most this late. */
+/** Delivered markers are announced to the senders' sockets at most this late. */
 export const DELIVERED_FLUSH_MS = 1_000;
 /** Refused sends in a row after which a socket is closed for abuse (4429). */
 export const ABUSE_STRIKES = 50;

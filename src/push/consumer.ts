@@ -1,5 +1,5 @@
-import { drizzle } from "drizzle-orm/d1";
 import type { Db } from "../db/conversations";
+import { directory } from "../db/directory";
 import type { Env } from "../env";
 import { roomOf } from "../routes/room-client";
 import { type PushConfig, readPushConfig } from "./config";
@@ -11,7 +11,7 @@ import {
   MAX_DELIVERY_ATTEMPTS,
   retryDelaySeconds,
 } from "./notification";
-import { deleteGoneSubscription, findRetryState, findSubscriptions, findUnread, type SubscriptionRow } from "./store";
+import { deleteGoneSubscription, findSubscription, findSubscriptions, type SubscriptionRow } from "./store";
 import type { PushTask } from "./tasks";
 import { sendWebhook } from "./webhook";
 import { sendWebPush } from "./webpush";
@@ -26,7 +26,7 @@ type DeliverTask = Extract<PushTask, { kind: "deliver" }>;
  */
 export async function handlePushBatch(batch: MessageBatch<unknown>, env: Env): Promise<void> {
   const config = readPushConfig(env);
-  const db = drizzle(env.DB);
+  const db = directory(env);
   const checks: Message<CheckTask>[] = [];
   const deliveries: Message<DeliverTask>[] = [];
   for (const message of batch.messages) {
@@ -52,7 +52,7 @@ export async function handlePushBatch(batch: MessageBatch<unknown>, env: Env): P
         for (const m of messages) m.retry({ delaySeconds: retryDelaySeconds(m.attempts + 1) });
       }
     }),
-    ...deliveries.map((m) => retryDelivery(db, config, m)),
+    ...deliveries.map((m) => retryDelivery(env, db, config, m)),
   ]);
 }
 
@@ -64,10 +64,11 @@ async function checkConversation(
   seq: number,
 ): Promise<void> {
   if (!config.vapid && !config.webhook) return;
-  const read = await findUnread(db, conversationId, seq);
+  // The room keeps the markers and the sockets: it answers who has not read and who is connected.
+  const read = await roomOf(env, conversationId).pushCheck({ seq });
   if (!read || read.unread.length === 0) return;
   if (defersToNewer(read.conversation, seq, Date.now(), config.delaySeconds)) return;
-  const online = new Set(await roomOf(env, conversationId).onlineUserIds());
+  const online = new Set(read.online);
   const away = read.unread.filter((u) => !online.has(u.userId));
   if (away.length === 0) return;
 
@@ -103,18 +104,19 @@ async function checkConversation(
 }
 
 /** A delivery that failed before: sent again unless the user read meanwhile, left, or dropped the subscription. */
-async function retryDelivery(db: Db, config: PushConfig, message: Message<DeliverTask>): Promise<void> {
+async function retryDelivery(env: Env, db: Db, config: PushConfig, message: Message<DeliverTask>): Promise<void> {
   const task = message.body;
   const attempt = task.attempt + message.attempts - 1;
   try {
     const endpoint = task.channel.type === "webpush" ? task.channel.endpoint : null;
-    const state = await findRetryState(db, task.conversationId, task.userId, endpoint);
-    const stale =
-      state.lastReadSeq === null ||
-      state.lastReadSeq >= task.notification.lastSeq ||
-      (endpoint !== null && state.subscription === null);
-    if (stale) return message.ack();
-    const delivery = await deliver(db, config, task, state.subscription);
+    // The markers from the room, which keeps them; the subscription from D1.
+    const [read, subscription] = await Promise.all([
+      roomOf(env, task.conversationId).pushCheck({ seq: task.notification.lastSeq }),
+      endpoint === null ? null : findSubscription(db, task.userId, endpoint),
+    ]);
+    const stillUnread = read?.unread.some((u) => u.userId === task.userId) ?? false;
+    if (!stillUnread || (endpoint !== null && subscription === null)) return message.ack();
+    const delivery = await deliver(db, config, task, subscription);
     if (delivery.outcome !== "retry") return message.ack();
     if (attempt >= MAX_DELIVERY_ATTEMPTS) {
       console.error(`push delivery dropped after ${attempt} attempts`, task.channel.type, delivery.status);

@@ -1,9 +1,8 @@
-import { and, asc, desc, eq, inArray, lt, notInArray, sql } from "drizzle-orm";
+import { and, asc, desc, eq, inArray, notInArray, sql } from "drizzle-orm";
 import type { Db } from "../db/conversations";
-import { conversations, participants, pushSubscriptions } from "../db/schema";
-import type { PushConversation } from "./notification";
+import { pushSubscriptions } from "../db/schema";
 
-// Storage of push subscriptions and the reads of a push check. Every function takes the database first.
+// Storage of push subscriptions. Every function takes the database first.
 
 /** A user keeps at most this many subscriptions (browsers, devices); a new one pushes out the oldest. */
 export const MAX_SUBSCRIPTIONS_PER_USER = 20;
@@ -73,54 +72,12 @@ export async function findSubscriptions(db: Db, userIds: string[]): Promise<Subs
     .orderBy(asc(pushSubscriptions.userId), asc(pushSubscriptions.createdAt));
 }
 
-export interface PushCheckRead {
-  conversation: PushConversation;
-  /** Participants whose read marker is before the checked message. */
-  unread: { userId: string; lastReadSeq: number }[];
-}
-
-/** The conversation and who has not read up to `seq`, in one round trip; null when it no longer exists. */
-export async function findUnread(db: Db, conversationId: string, seq: number): Promise<PushCheckRead | null> {
-  const [rows, unread] = await db.batch([
-    db
-      .select({
-        id: conversations.id,
-        title: conversations.title,
-        lastSeq: conversations.lastSeq,
-        lastMessageSenderId: conversations.lastMessageSenderId,
-        lastMessagePreview: conversations.lastMessagePreview,
-        lastMessageAt: conversations.lastMessageAt,
-      })
-      .from(conversations)
-      .where(eq(conversations.id, conversationId)),
-    db
-      .select({ userId: participants.userId, lastReadSeq: participants.lastReadSeq })
-      .from(participants)
-      .where(and(eq(participants.conversationId, conversationId), lt(participants.lastReadSeq, seq))),
-  ]);
-  const conversation = rows[0];
-  return conversation ? { conversation, unread } : null;
-}
-
-/**
- * What a retried delivery needs to know again: the user's read marker (null when they left) and, for a Web
- * Push, their subscription with that endpoint (null when it was deleted or now belongs to someone else).
- */
-export async function findRetryState(
-  db: Db,
-  conversationId: string,
-  userId: string,
-  endpoint: string | null,
-): Promise<{ lastReadSeq: number | null; subscription: SubscriptionRow | null }> {
-  const [member, subscription] = await db.batch([
-    db
-      .select({ lastReadSeq: participants.lastReadSeq })
-      .from(participants)
-      .where(and(eq(participants.conversationId, conversationId), eq(participants.userId, userId))),
-    db
-      .select(subscriptionColumns)
-      .from(pushSubscriptions)
-      .where(and(eq(pushSubscriptions.endpoint, endpoint ?? ""), eq(pushSubscriptions.userId, userId))),
-  ]);
-  return { lastReadSeq: member[0]?.lastReadSeq ?? null, subscription: subscription[0] ?? null };
+/** The user's subscription with this endpoint; null when it was deleted or now belongs to someone else. */
+export async function findSubscription(db: Db, userId: string, endpoint: string): Promise<SubscriptionRow | null> {
+  const row = await db
+    .select(subscriptionColumns)
+    .from(pushSubscriptions)
+    .where(and(eq(pushSubscriptions.endpoint, endpoint), eq(pushSubscriptions.userId, userId)))
+    .get();
+  return row ?? null;
 }

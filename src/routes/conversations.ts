@@ -1,44 +1,13 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import { drizzle } from "drizzle-orm/d1";
-import {
-  addParticipants,
-  type ConversationWithMembers,
-  type Db,
-  findConversationFor,
-  findDirectConversationId,
-  findMembers,
-  insertConversation,
-  listConversationsFor,
-  rejoinDirect,
-  removeParticipant,
-} from "../db/conversations";
-import {
-  assertInvitable,
-  canRemoveParticipant,
-  decodeCursor,
-  directKey,
-  encodeCursor,
-  newId,
-  toConversation,
-  toParticipant,
-} from "../domain/conversations";
+import { type Db, findDirectConversationId, insertConversation, listConversationsFor } from "../db/conversations";
+import { directory } from "../db/directory";
+import { assertInvitable, decodeCursor, directKey, encodeCursor, newId, toConversation } from "../domain/conversations";
 import type { AppEnv, Env, Limits } from "../env";
-import { ApiError, notFound } from "../errors";
 import { Conversation, ConversationIdParam, ConversationPage, limitedSchemas } from "../schemas";
 import { bearer, commonErrors, forbidden, json, jsonBody } from "./openapi";
-import { roomOf } from "./room-client";
+import { roomOf, unwrap } from "./room-client";
 
-export const database = (env: Env): Db => drizzle(env.DB);
-
-/** The conversation as the caller sees it; `not_found` when it is missing or the caller is not in it. */
-async function conversationOf(db: Db, conversationId: string, userId: string): Promise<ConversationWithMembers> {
-  const found = await findConversationFor(db, conversationId, userId);
-  if (!found) throw notFound();
-  return found;
-}
-
-const view = (found: ConversationWithMembers, userId: string) =>
-  toConversation(found.conversation, found.members, userId);
+export const database = (env: Env): Db => directory(env);
 
 export function conversationRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
   const schemas = limitedSchemas(limits);
@@ -64,17 +33,18 @@ export function conversationRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): vo
     const direct = body.direct === true;
     const key = direct ? directKey(me, body.participantIds[0] as string) : null;
 
+    // A pair has one direct conversation: creating it again returns it (and brings back one who had left).
     const existingDirect = async () => {
       const existingId = key ? await findDirectConversationId(db, key) : null;
-      if (!existingId) return null;
-      await rejoinDirect(db, existingId, me, now);
-      return view(await conversationOf(db, existingId, me), me);
+      return existingId ? unwrap(await roomOf(c.env, existingId).rejoinDirect({ userId: me })) : null;
     };
 
     const existing = await existingDirect();
     if (existing) return c.json(existing, 200);
     const id = newId();
+    const memberIds = [me, ...body.participantIds];
     try {
+      // The directory first: once it has the conversation, the room can always adopt it from there.
       await insertConversation(db, {
         id,
         title: body.title ?? null,
@@ -90,7 +60,21 @@ export function conversationRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): vo
       if (raced) return c.json(raced, 200);
       throw err;
     }
-    return c.json(view(await conversationOf(db, id, me), me), 201);
+    const created = await roomOf(c.env, id).create({
+      id,
+      title: body.title ?? null,
+      direct,
+      createdBy: me,
+      createdAt: now,
+      members: memberIds.map((userId, i) => ({
+        userId,
+        role: i === 0 ? "owner" : "member",
+        joinedAt: now,
+        lastReadSeq: 0,
+        lastDeliveredSeq: 0,
+      })),
+    });
+    return c.json(unwrap(created), 201);
   });
 
   const list = createRoute({
@@ -109,7 +93,7 @@ export function conversationRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): vo
     const last = page.at(-1);
     return c.json(
       {
-        conversations: page.map((found) => view(found, me)),
+        conversations: page.map((found) => toConversation(found.conversation, found.members, me)),
         nextCursor: hasMore && last ? encodeCursor(last.cursor) : null,
       },
       200,
@@ -126,7 +110,7 @@ export function conversationRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): vo
   });
   app.openapi(get, async (c) => {
     const me = c.get("userId");
-    return c.json(view(await conversationOf(database(c.env), c.req.valid("param").id, me), me), 200);
+    return c.json(unwrap(await roomOf(c.env, c.req.valid("param").id).conversation({ userId: me })), 200);
   });
 
   const add = createRoute({
@@ -141,24 +125,7 @@ export function conversationRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): vo
     const me = c.get("userId");
     const { id } = c.req.valid("param");
     const { userIds } = c.req.valid("json");
-    const db = database(c.env);
-    const found = await conversationOf(db, id, me);
-    const role = found.members.find((m) => m.userId === me)?.role;
-    if (role !== "owner") throw new ApiError("forbidden", "Only an owner can add participants");
-    if (found.conversation.direct)
-      throw new ApiError("forbidden", "A direct conversation has exactly two participants");
-
-    const present = new Set(found.members.map((m) => m.userId));
-    const newcomers = userIds.filter((u) => !present.has(u));
-    if (present.size + newcomers.length > limits.participants) throw participantLimit(limits);
-    if (newcomers.length === 0) return c.json(view(found, me), 200);
-
-    await addParticipants(db, id, newcomers, limits.participants, Date.now());
-    const after = await conversationOf(db, id, me);
-    await announceParticipants(c.env, after, []);
-    // The insert checks the limit again as it runs: a concurrent addition may have taken the room.
-    if (!newcomers.every((u) => after.members.some((m) => m.userId === u))) throw participantLimit(limits);
-    return c.json(view(after, me), 200);
+    return c.json(unwrap(await roomOf(c.env, id).addParticipants({ actorId: me, userIds })), 200);
   });
 
   const remove = createRoute({
@@ -176,30 +143,7 @@ export function conversationRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): vo
   app.openapi(remove, async (c) => {
     const me = c.get("userId");
     const { id, userId } = c.req.valid("param");
-    const db = database(c.env);
-    const found = await conversationOf(db, id, me);
-    const actor = found.members.find((m) => m.userId === me);
-    if (!actor || !found.members.some((m) => m.userId === userId)) throw notFound();
-    if (!canRemoveParticipant(me, actor.role, userId)) {
-      throw new ApiError("forbidden", "Only an owner can remove other participants");
-    }
-    await removeParticipant(db, id, userId);
-    const members = await findMembers(db, id);
-    await announceParticipants(c.env, { conversation: found.conversation, members }, [userId]);
+    unwrap(await roomOf(c.env, id).removeParticipant({ actorId: me, userId }));
     return c.body(null, 204);
   });
 }
-
-/** The room tells every socket; a removed user's sockets are closed with 4403. */
-async function announceParticipants(env: Env, found: ConversationWithMembers, removed: string[]): Promise<void> {
-  await roomOf(env, found.conversation.id).participantsChanged({
-    conversationId: found.conversation.id,
-    participants: found.members.map(toParticipant),
-    removed,
-  });
-}
-
-const participantLimit = (limits: Limits) =>
-  new ApiError("validation_failed", "The request is not valid", [
-    { path: "userIds", message: `a conversation has at most ${limits.participants} participants` },
-  ]);

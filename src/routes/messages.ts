@@ -1,9 +1,6 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
-import { conversationExists, findMembership } from "../db/conversations";
-import { historyPage } from "../db/messages";
 import { isWellFormedId } from "../domain/conversations";
-import { toMessage } from "../domain/messages";
-import type { AppEnv, Env, Limits } from "../env";
+import type { AppEnv, Limits } from "../env";
 import { ApiError, notFound, validationFailed } from "../errors";
 import { isOriginAllowed } from "../middleware/origins";
 import {
@@ -15,15 +12,8 @@ import {
   Participant,
   Ticket,
 } from "../schemas";
-import { database } from "./conversations";
 import { bearer, commonErrors, error, forbidden, json, jsonBody } from "./openapi";
 import { roomOf, unwrap } from "./room-client";
-
-async function requireMember(env: Env, conversationId: string, userId: string) {
-  const membership = await findMembership(database(env), conversationId, userId);
-  if (!membership) throw notFound();
-  return membership;
-}
 
 /** A seq in a path: a message that cannot exist is simply not found. */
 function seqParam(raw: string): number {
@@ -50,13 +40,15 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
   app.openapi(history, async (c) => {
     const { id } = c.req.valid("param");
     const query = c.req.valid("query");
-    await requireMember(c.env, id, c.get("userId"));
-    const page = await historyPage(database(c.env), id, {
-      before: query.before,
-      after: query.after,
-      limit: query.limit ?? 50,
-    });
-    return c.json({ messages: page.rows.map(toMessage), hasMore: page.hasMore }, 200);
+    const page = unwrap(
+      await roomOf(c.env, id).history({
+        userId: c.get("userId"),
+        before: query.before,
+        after: query.after,
+        limit: query.limit ?? 50,
+      }),
+    );
+    return c.json(page, 200);
   });
 
   const send = createRoute({
@@ -77,10 +69,8 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
     const { id } = c.req.valid("param");
     const body = c.req.valid("json");
     const me = c.get("userId");
-    await requireMember(c.env, id, me);
     const result = unwrap(
       await roomOf(c.env, id).sendMessage({
-        conversationId: id,
         senderId: me,
         content: body.content,
         localId: body.localId ?? null,
@@ -101,12 +91,8 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
     const { id, seq } = c.req.valid("param");
     const { content } = c.req.valid("json");
     const me = c.get("userId");
-    await requireMember(c.env, id, me);
     const room = roomOf(c.env, id);
-    return c.json(
-      unwrap(await room.editMessage({ conversationId: id, actorId: me, seq: seqParam(seq), content })),
-      200,
-    );
+    return c.json(unwrap(await room.editMessage({ actorId: me, seq: seqParam(seq), content })), 200);
   });
 
   const remove = createRoute({
@@ -120,9 +106,8 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
   app.openapi(remove, async (c) => {
     const { id, seq } = c.req.valid("param");
     const me = c.get("userId");
-    await requireMember(c.env, id, me);
     const room = roomOf(c.env, id);
-    return c.json(unwrap(await room.deleteMessage({ conversationId: id, actorId: me, seq: seqParam(seq) })), 200);
+    return c.json(unwrap(await room.deleteMessage({ actorId: me, seq: seqParam(seq) })), 200);
   });
 
   const read = createRoute({
@@ -137,8 +122,7 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
     const { id } = c.req.valid("param");
     const { seq } = c.req.valid("json");
     const me = c.get("userId");
-    await requireMember(c.env, id, me);
-    return c.json(unwrap(await roomOf(c.env, id).markRead({ conversationId: id, userId: me, seq })), 200);
+    return c.json(unwrap(await roomOf(c.env, id).markRead({ userId: me, seq })), 200);
   });
 
   const typing = createRoute({
@@ -152,8 +136,7 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
   app.openapi(typing, async (c) => {
     const { id } = c.req.valid("param");
     const me = c.get("userId");
-    await requireMember(c.env, id, me);
-    await roomOf(c.env, id).setTyping({ conversationId: id, userId: me, typing: c.req.valid("json").typing });
+    unwrap(await roomOf(c.env, id).setTyping({ userId: me, typing: c.req.valid("json").typing }));
     return c.body(null, 204);
   });
 
@@ -168,8 +151,7 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
   app.openapi(ticket, async (c) => {
     const { id } = c.req.valid("param");
     const me = c.get("userId");
-    await requireMember(c.env, id, me);
-    const issued = await roomOf(c.env, id).issueTicket({ conversationId: id, userId: me });
+    const issued = unwrap(await roomOf(c.env, id).issueTicket({ userId: me }));
     return c.json({ ticket: issued.ticket, expiresAt: new Date(issued.expiresAt).toISOString() }, 201);
   });
 
@@ -187,16 +169,12 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
     // Without a ticket, the bearer token was checked by the middleware, as on every other route.
     let userId: string | null = c.get("userId");
     if (query.data.ticket !== undefined) {
-      // A ticket is redeemed in the conversation's room: wake none for a conversation that does not exist.
-      if (!(await conversationExists(database(c.env), id))) throw notFound();
       userId = await room.redeemTicket(query.data.ticket);
       if (!userId) throw new ApiError("unauthenticated", "The ticket is unknown, used or expired");
     }
-    // Membership is not checked here: the room reads the conversation and its participants for `ready` anyway,
-    // and answers 404 to a non-participant, so the upgrade costs one D1 read there rather than three.
+    // Membership is checked by the room, which keeps it: a non-participant gets the same 404 as a stranger.
 
     const headers = new Headers(c.req.raw.headers);
-    headers.set("X-Conversation-Id", id);
     headers.set("X-User-Id", userId);
     headers.delete("X-Since");
     if (query.data.since !== undefined) headers.set("X-Since", String(query.data.since));

@@ -1,0 +1,66 @@
+// The room's own SQLite: the system of record of one conversation. Versioned in code; a room migrates itself
+// when it wakes, in its constructor (one read of the version when there is nothing to do).
+
+/** Each entry takes the schema from the version before it (index + 0) to index + 1. Append, never edit. */
+const MIGRATIONS: readonly string[][] = [
+  [
+    `CREATE TABLE conversation (
+       id TEXT PRIMARY KEY,
+       title TEXT,
+       direct INTEGER NOT NULL DEFAULT 0,
+       created_by TEXT NOT NULL,
+       created_at INTEGER NOT NULL,
+       updated_at INTEGER NOT NULL,
+       last_seq INTEGER NOT NULL DEFAULT 0,
+       rev INTEGER NOT NULL DEFAULT 0)`,
+    `CREATE TABLE participants (
+       user_id TEXT PRIMARY KEY,
+       role TEXT NOT NULL,
+       joined_at INTEGER NOT NULL,
+       last_read_seq INTEGER NOT NULL DEFAULT 0,
+       last_delivered_seq INTEGER NOT NULL DEFAULT 0,
+       -- the delivered marker as last announced to the senders' sockets (receipts go out within a second)
+       announced_delivered_seq INTEGER NOT NULL DEFAULT 0)`,
+    // Users who left or were removed: a repeated removal is then answered (and repaired), not refused.
+    "CREATE TABLE departed (user_id TEXT PRIMARY KEY, at INTEGER NOT NULL)",
+    `CREATE TABLE messages (
+       seq INTEGER PRIMARY KEY,
+       id TEXT NOT NULL UNIQUE,
+       sender_id TEXT NOT NULL,
+       content TEXT NOT NULL,
+       local_id TEXT,
+       -- the content as first sent, kept once an edit or a delete changes it (so a retry is still a retry)
+       sent_content TEXT,
+       -- 0.1 kept a SHA-256 of it instead: set on imported messages only
+       sent_hash TEXT,
+       created_at INTEGER NOT NULL,
+       edited_at INTEGER,
+       deleted_at INTEGER)`,
+    "CREATE UNIQUE INDEX messages_by_local_id ON messages (sender_id, local_id) WHERE local_id IS NOT NULL",
+    // What D1 (and later the inboxes) must learn, written in the same transaction as the change.
+    "CREATE TABLE outbox (version INTEGER PRIMARY KEY, at INTEGER NOT NULL)",
+    "CREATE TABLE tickets (ticket TEXT PRIMARY KEY, user_id TEXT NOT NULL, expires_at INTEGER NOT NULL)",
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value)",
+  ],
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** The schema version a room's storage is at: 0 for a new room or one that 0.1 used (key-value only). */
+export function schemaVersion(sql: SqlStorage): number {
+  const exists = sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").toArray();
+  if (exists.length === 0) return 0;
+  const row = sql.exec("SELECT value FROM meta WHERE key = 'schema_version'").toArray()[0];
+  return Number(row?.value ?? 0);
+}
+
+/** Brings the storage to the current schema, each step in its own transaction. */
+export function migrate(storage: DurableObjectStorage): void {
+  for (let version = schemaVersion(storage.sql); version < SCHEMA_VERSION; version++) {
+    const steps = MIGRATIONS[version] ?? [];
+    storage.transactionSync(() => {
+      for (const statement of steps) storage.sql.exec(statement);
+      storage.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", version + 1);
+    });
+  }
+}
