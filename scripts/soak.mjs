@@ -501,6 +501,14 @@ async function main() {
   if (opts.seconds >= 180 && heap.length < 4) failures.push(`only ${heap.length} heap samples: is the inspector up?`);
 
   for (const c of clients) c.ws?.close(1000, "soak over");
+  // What a client meets when a socket ends, with Node's WebSocket and the ws package (scripts/wire-close.mjs).
+  const wire = spawnSync(process.execPath, ["scripts/wire-close.mjs", base], {
+    encoding: "utf8",
+    timeout: 150_000,
+    env: { ...process.env, WIRE_AUTH_SECRET: secret },
+  });
+  process.stdout.write(wire.stdout ?? "");
+  if (wire.status !== 0) failures.push(`wire-close: exit ${wire.status} ${wire.stderr ?? ""}`);
   latencies.sort((a, b) => a - b);
   const pct = (p) => Math.round(latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))] ?? 0);
   const summary = {
