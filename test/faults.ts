@@ -82,3 +82,34 @@ export async function failPump(
 export async function failNextWrite(conversationId: string, mode: FaultMode): Promise<void> {
   await failPump(conversationId, mode, 1);
 }
+
+/**
+ * Makes every D1 call of the conversation's room fail as D1 does when it has lost its connection, until
+ * `restore()` puts the real one back (an eviction does too). `failures()` counts the calls it refused.
+ */
+export async function d1Outage(conversationId: string) {
+  let failures = 0;
+  const lost = () => {
+    failures++;
+    return Promise.reject(new Error(INJECTED));
+  };
+  const statement = {
+    bind: () => statement,
+    first: lost,
+    run: lost,
+    all: lost,
+    raw: lost,
+  } as unknown as D1PreparedStatement;
+  const down = { prepare: () => statement, exec: lost, batch: lost } as unknown as D1Database;
+  const stub = env.ROOMS.getByName(conversationId);
+  await runInDurableObject(stub, (instance: ConversationRoom) => {
+    instance.db = drizzle(down);
+  });
+  return {
+    failures: () => failures,
+    restore: () =>
+      runInDurableObject(stub, (instance: ConversationRoom) => {
+        instance.db = drizzle(env.DB);
+      }),
+  };
+}

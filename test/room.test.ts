@@ -1,9 +1,8 @@
-import { evictDurableObject, runInDurableObject } from "cloudflare:test";
+import { evictDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { drizzle } from "drizzle-orm/d1";
 import { describe, expect, it } from "vitest";
-import type { ConversationRoom } from "../src/room/room";
 import type { ConversationDto, MessageDto } from "../src/schemas";
+import { d1Outage } from "./faults";
 import {
   call,
   createConversation,
@@ -27,40 +26,6 @@ async function sendRest(conversationId: string, as: string, content: string, loc
 }
 
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
-
-/**
- * Makes the room's D1 fail as D1 does when it has lost its connection, every call, until the returned
- * function puts the real one back. `failures()` counts the calls it refused.
- */
-async function takeD1Down(conversationId: string) {
-  let failures = 0;
-  const lost = () => {
-    failures++;
-    return Promise.reject(new Error("D1_ERROR: Network connection lost."));
-  };
-  const statement = {
-    bind: () => statement,
-    first: lost,
-    run: lost,
-    all: lost,
-    raw: lost,
-  } as unknown as D1PreparedStatement;
-  const down = {
-    prepare: () => statement,
-    exec: lost,
-    batch: lost,
-  } as unknown as D1Database;
-  await runInDurableObject(room(conversationId), (instance: ConversationRoom) => {
-    instance.db = drizzle(down);
-  });
-  return {
-    failures: () => failures,
-    restore: () =>
-      runInDurableObject(room(conversationId), (instance: ConversationRoom) => {
-        instance.db = drizzle(env.DB);
-      }),
-  };
-}
 
 /** The caller's list entry of the conversation, as GET /v1/conversations shows it. */
 async function listed(conversationId: string, as: string) {
@@ -168,7 +133,7 @@ describe("storage failure", () => {
     await watcher.next("message", (f) => f.message.seq === 1);
     await projected(conv.id);
 
-    const d1 = await takeD1Down(conv.id);
+    const d1 = await d1Outage(conv.id);
     const sent = await sendRest(conv.id, alice, "during", "f1");
     expect(sent.status, await sent.clone().text()).toBe(201);
     const message = (await sent.json()) as MessageDto;
@@ -204,7 +169,7 @@ describe("storage failure", () => {
     await projected(conv.id);
     const a = await connect(conv.id, alice);
     const b = await connect(conv.id, bob);
-    const d1 = await takeD1Down(conv.id);
+    const d1 = await d1Outage(conv.id);
     a.send({ type: "send", localId: "sock-1", content: "x" });
     const ack = await a.next("ack");
     expect(ack).toMatchObject({ localId: "sock-1", message: { seq: 1, content: "x" } });

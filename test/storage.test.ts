@@ -8,6 +8,7 @@ import { contentHash } from "../src/domain/messages";
 import type { ConversationRoom } from "../src/room/room";
 import { SCHEMA_VERSION } from "../src/room/schema";
 import type { ConversationDto, MessageDto } from "../src/schemas";
+import { d1Outage } from "./faults";
 import {
   call,
   createConversation,
@@ -42,32 +43,6 @@ async function allMessages(id: string, as: string): Promise<MessageDto[]> {
     if (!page.hasMore) return all;
     after = page.messages.at(-1)?.seq ?? after;
   }
-}
-
-/** Puts a D1 in the room's place that fails every call until `end()`: the room's only D1 use is its outbox pump. */
-async function d1Outage(conversationId: string) {
-  const state = { down: true, failures: 0 };
-  const fail = () => {
-    state.failures++;
-    throw new Error("D1_ERROR: Network connection lost.");
-  };
-  const real = env.DB;
-  const broken = {
-    prepare: (query: string) => real.prepare(query),
-    batch: async (statements: D1PreparedStatement[]) => (state.down ? fail() : real.batch(statements)),
-    exec: async (query: string) => (state.down ? fail() : real.exec(query)),
-    withSession: () => real.withSession(),
-    dump: () => real.dump(),
-  } as unknown as D1Database;
-  await runInDurableObject(roomStub(conversationId), (instance: ConversationRoom) => {
-    instance.db = drizzle(broken);
-  });
-  return {
-    state,
-    end: () => {
-      state.down = false;
-    },
-  };
 }
 
 describe("the room's storage", () => {
@@ -130,10 +105,10 @@ describe("D1 is the directory, off the write path", () => {
     expect(bobSocket.of("message_updated").map((f) => f.message.seq)).toEqual([1, 2]);
 
     // The pump tried and failed; the list still has the state from before the outage.
-    await eventually(() => outage.state.failures > 0, 5_000, "a failed pump");
+    await eventually(() => outage.failures() > 0, 5_000, "a failed pump");
     expect((await listEntry(bob, conv.id))?.lastSeq).toBe(0);
 
-    outage.end();
+    await outage.restore();
     await runDurableObjectAlarm(roomStub(conv.id));
     await projected(conv.id);
     const entry = await listEntry(alice, conv.id);
@@ -221,7 +196,7 @@ describe("membership through the room", () => {
     expect((await call(path, { method: "DELETE", as: alice })).status).toBe(204);
     expect((await call(`/v1/conversations/${conv.id}`, { as: bob })).status).toBe(404);
     expect(await listEntry(bob, conv.id)).toBeDefined(); // D1 could not be told yet
-    outage.end();
+    await outage.restore();
     expect((await call(path, { method: "DELETE", as: alice })).status).toBe(204);
     expect(await listEntry(bob, conv.id)).toBeUndefined();
     expect((await listEntry(alice, conv.id))?.participants.map((p) => p.userId)).toEqual([alice]);

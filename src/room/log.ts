@@ -22,16 +22,8 @@ export type Outcome =
   | { kind: "read"; participant: ParticipantRow; moved: boolean }
   | { kind: "refused"; code: "not_found" | "forbidden"; message: string };
 
-export interface RoomConversation {
-  id: string;
-  title: string | null;
-  direct: boolean;
-  createdBy: string;
-  createdAt: number;
-  updatedAt: number;
-  lastSeq: number;
-  rev: number;
-}
+/** The conversation's own row; the API's view adds the newest message's summary (`conversationRow`). */
+export type RoomConversation = Omit<ConversationRow, "lastMessageSenderId" | "lastMessagePreview" | "lastMessageAt">;
 
 export interface CommitResult {
   outcomes: Outcome[];
@@ -349,16 +341,7 @@ export function markAnnounced(sql: SqlStorage, markers: ParticipantRow[]): void 
 
 // ---- Membership -----------------------------------------------------------------------------------------
 
-export interface NewConversation {
-  id: string;
-  title: string | null;
-  direct: boolean;
-  createdBy: string;
-  createdAt: number;
-  updatedAt: number;
-  lastSeq: number;
-  members: Omit<ParticipantRow, "conversationId">[];
-}
+export type NewConversation = Omit<RoomConversation, "rev"> & { members: Omit<ParticipantRow, "conversationId">[] };
 
 /** The conversation's first state in this room: new, or as the directory (or 0.1) had it. */
 export function initConversation(storage: DurableObjectStorage, c: NewConversation, now: number): void {
