@@ -5,9 +5,11 @@ import { describe, expect, it } from "vitest";
 import { insertConversation } from "../src/db/conversations";
 import { applyProjection } from "../src/db/projection";
 import { contentHash } from "../src/domain/messages";
+import { PUMP_COALESCE_MS } from "../src/room/outbox";
 import type { ConversationRoom } from "../src/room/room";
 import { SCHEMA_VERSION } from "../src/room/schema";
 import type { ConversationDto, MessageDto } from "../src/schemas";
+import { recordD1 } from "./d1-recorder";
 import { d1Outage } from "./faults";
 import {
   call,
@@ -286,5 +288,65 @@ describe("upgrading from 0.1", () => {
     const id = `nothing${crypto.randomUUID().replaceAll("-", "")}`;
     expect((await call(`/v1/conversations/${id}`, { as: uniqueUser("x") })).status).toBe(404);
     expect(await inRoomSql(id, (sql) => sql.exec("SELECT count(*) AS n FROM conversation").one().n)).toBe(0);
+  });
+});
+
+describe("writes per message (figures of the write path)", () => {
+  /** Counts the rows the room's statements write, and the D1 statements its pump sends, from now on. */
+  async function countWrites(conversationId: string) {
+    const cursors: { rowsWritten: number }[] = [];
+    const d1 = recordD1(env.DB);
+    await runInDurableObject(roomStub(conversationId), (instance: ConversationRoom, state) => {
+      const sql = state.storage.sql;
+      const exec = sql.exec.bind(sql);
+      (sql as unknown as { exec: (query: string, ...bindings: unknown[]) => unknown }).exec = (query, ...bindings) => {
+        const cursor = exec(query, ...bindings);
+        cursors.push(cursor);
+        return cursor;
+      };
+      instance.db = drizzle(d1.db);
+    });
+    const started = Date.now();
+    return {
+      /** The pump writes at most once per coalescing interval, plus the one in flight when counting began. */
+      pumpBound: () => Math.ceil((Date.now() - started) / PUMP_COALESCE_MS) + 1,
+      rows: () => cursors.reduce((n, c) => n + c.rowsWritten, 0),
+      d1Statements: () => d1.executed.length,
+      d1RoundTrips: () => d1.roundTrips,
+    };
+  }
+
+  it("writes a handful of local rows per message and one D1 batch per pump, however many messages it covers", async () => {
+    const alice = uniqueUser("alice");
+    const bob = uniqueUser("bob");
+    const conv = await createConversation(alice, [bob]);
+    const sockets = [await connect(conv.id, alice), await connect(conv.id, bob)];
+    await projected(conv.id);
+
+    // One at a time: each message is a commit group of its own.
+    const one = await countWrites(conv.id);
+    for (let i = 0; i < 10; i++) {
+      sockets[0]?.send({ type: "send", localId: `one-${i}`, content: `one ${i}` });
+      await sockets[0]?.next("ack", (f) => f.localId === `one-${i}`);
+    }
+    await projected(conv.id);
+    const alone = { rows: one.rows() / 10, d1Statements: one.d1Statements() / 10 };
+
+    // A burst: the sends share commit groups and pumps.
+    await new Promise((r) => setTimeout(r, 2_100)); // the send bucket refills
+    const burst = await countWrites(conv.id);
+    await Promise.all(Array.from({ length: 10 }, (_, i) => send(conv.id, bob, `burst ${i}`, `burst-${i}`)));
+    await projected(conv.id);
+    const grouped = { rows: burst.rows() / 10, d1Statements: burst.d1Statements() / 10 };
+
+    console.log(`writes per message: alone ${JSON.stringify(alone)}, in a burst ${JSON.stringify(grouped)}`);
+    // Every pump is one D1 batch of the three projection statements, whatever it covers, at a rate bounded
+    // by time, not by messages.
+    for (const phase of [one, burst]) {
+      expect(phase.d1Statements()).toBe(phase.d1RoundTrips() * 3);
+      expect(phase.d1RoundTrips()).toBeLessThanOrEqual(phase.pumpBound());
+    }
+    expect(alone.rows).toBeLessThanOrEqual(12);
+    expect(grouped.rows).toBeLessThan(alone.rows);
   });
 });
