@@ -50,7 +50,7 @@ export class Run {
     this.errorFrames = 0;
     /** @type {any[]} */
     this.errorSamples = [];
-    /** @type {((client: import("./clients.mjs").Client, index: number) => void) | null} */
+    /** @type {((client: import("./clients.mjs").Client, index: number, frame: any, at: number) => void) | null} */
     this.onAck = null;
     this.seen = clients.map(() => new Uint8Array(capacity));
     this.unique = new Int32Array(clients.length);
@@ -115,7 +115,7 @@ export class Run {
     } else {
       this.ackLatency.recordValue(us);
       if (this.acks < this.capacity) this.ackTimes[this.acks++] = at;
-      this.onAck?.(client, index);
+      this.onAck?.(client, index, frame, at);
     }
   }
 

@@ -289,3 +289,17 @@ export const round = (/** @type {number} */ value, digits = 1) => {
 };
 
 export const sleep = (/** @type {number} */ ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Waits until the processes use under 5 % of a core over a second (at most 60 s); returns the seconds waited.
+ * @param {number[]} pids
+ */
+export async function untilQuiet(pids) {
+  const start = performance.now();
+  while (performance.now() - start < 60_000) {
+    const meter = cpuMeter(pids);
+    await sleep(1000);
+    if (meter().serverCpuShare < 0.05) break;
+  }
+  return round((performance.now() - start) / 1000, 1);
+}

@@ -45,6 +45,28 @@ export function targets({ results }) {
       ? list.roundTripsConstant && list.rows.every((/** @type {any} */ r) => r.wrongResponses === 0)
       : null,
   });
+  const d1 = results["d1-latency"];
+  const d1Ok = d1 && !d1.error;
+  out.push({
+    target: `send-ack p50 with every D1 call delayed ${d1Ok ? d1.delayMs : 100} ms ≤ 1.2× without (same run)`,
+    measured: d1Ok
+      ? `${d1.p50Ratio}× (p50 ${d1.delayed.ackLatencyMs.p50} vs ${d1.ours.ackLatencyMs.p50} ms)${d1.delayApplied ? "" : ", delay NOT in effect"}`
+      : null,
+    met: d1Ok
+      ? Boolean(
+          d1.delayApplied && d1.ours.checks.ok && d1.delayed.checks.ok && d1.p50Ratio !== null && d1.p50Ratio <= 1.2,
+        )
+      : null,
+  });
+  const lf = results["list-freshness"];
+  const lfOk = lf && !lf.error;
+  out.push({
+    target: "conversation list freshness p99 ≤ 1 s (ack to the first list response showing it)",
+    measured: lfOk
+      ? `p99 ${lf.freshnessMs.p99} ms, ${lf.withinOneSecondPercent} % within 1 s at ${lf.totalRate} msg/s into ${lf.conversations} conversations${lf.serverKeptUp ? "" : " (server behind its sends)"}`
+      : null,
+    met: lfOk ? lf.freshnessMs.p99 <= 1000 && lf.unseen === 0 && lf.wrongPolls === 0 && lf.checks.ok : null,
+  });
   return out;
 }
 
@@ -54,7 +76,8 @@ function allChecks(/** @type {Record<string, any>} */ results) {
   const out = [];
   for (const [name, r] of Object.entries(results)) {
     if (!r || r.error) continue;
-    for (const who of ["ours", "floor", "node-ws"]) if (r[who]?.checks) out.push([`${name} ${who}`, r[who].checks]);
+    for (const who of ["ours", "floor", "node-ws", "delayed"])
+      if (r[who]?.checks) out.push([`${name} ${who}`, r[who].checks]);
     if (r.checks) out.push([name, r.checks]);
   }
   return out;
@@ -108,6 +131,11 @@ export function markdown(report) {
       );
     }
   }
+  for (const im of h?.imports ?? []) {
+    lines.push(
+      `| History, first request of a 0.1 conversation of ${fmt(im.messages)} messages (imports them from D1 into the room): s (messages/s) | ${fmt(Math.round(im.firstRequestMs / 100) / 10)} (${fmt(im.messagesPerSecond)}) | — | — | — |`,
+    );
+  }
   const l = r.list;
   if (l?.rows) {
     const floor = l.rows.find((/** @type {any} */ row) => row.page === "floor");
@@ -116,6 +144,22 @@ export function markdown(report) {
         `| Conversation list, user in ${fmt(row.conversations)}, ${row.page}: p50 / p99 ms (D1 round trips) | ${row.latencyMs.p50} / ${row.latencyMs.p99} (${row.d1RoundTrips.join(",")}) | ${restFloor(floor)} | — | ${restRatio(row, floor)} |`,
       );
     }
+  }
+  const d1 = r["d1-latency"];
+  if (d1 && !d1.error) {
+    const ack = (/** @type {any} */ x) => (x?.ackLatencyMs ? `${x.ackLatencyMs.p50} / ${x.ackLatencyMs.p99}` : "—");
+    lines.push(
+      `| Send-ack p50 / p99 ms, 1 conversation, 2 clients, ${fmt(d1.rate)} msg/s open loop: D1 as it is | ${ack(d1.ours)} | — | — | — |`,
+    );
+    lines.push(
+      `| … the same with every D1 call delayed ${d1.delayMs} ms (a second server; list p50 ${d1.delayed?.listMs?.p50} vs ${d1.ours?.listMs?.p50} ms) | ${ack(d1.delayed)} | — | — | p50 ${fmt(d1.p50Ratio)}× without delay (by round: ${(d1.p50RatioByRound ?? []).join(", ")}) |`,
+    );
+  }
+  const lf = r["list-freshness"];
+  if (lf && !lf.error) {
+    lines.push(
+      `| List freshness, 1 watcher in ${lf.conversations} conversations, ${fmt(lf.totalRate)} msg/s in all, a poll every ${lf.pollMs} ms: ack to list p50 / p99 / max ms (within 1 s) | ${lf.freshnessMs.p50} / ${lf.freshnessMs.p99} / ${lf.freshnessMs.max} (${lf.withinOneSecondPercent} %${lf.unseen ? `, ${lf.unseen} unseen` : ""}) | — | — | — |`,
+    );
   }
   const mem = r.memory?.ours ? r.memory : null;
   if (mem) {
@@ -154,6 +198,7 @@ export function markdown(report) {
       ? `Delivery and order: all ${checks.length} runs delivered 100 % with seq increasing at every receiver and no duplicates.`
       : `Delivery and order FAILED in: ${bad.map(([n, c]) => `${n} (${c.deliveredPercent} % delivered, ${c.duplicates} duplicates, ${c.orderViolations} out of order, ${c.errorFrames} error frames)`).join("; ")}.`,
   );
+  if (lf?.note) lines.push(`List freshness: ${lf.note}.`);
   const failed = Object.entries(r).filter(([, v]) => v?.error);
   if (failed.length > 0) lines.push(`Scenarios that failed to run: ${failed.map(([n]) => n).join(", ")}.`);
   lines.push("");

@@ -1,7 +1,7 @@
 // The servers under test: the product (with the FloorRoom reference in the same workerd) run the way
 // `npm start` runs it, and the minimal Node `ws` broadcast server. Each lives in a process group of its own.
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -60,7 +60,9 @@ function benchConfig(main, noBundle) {
  * The product in `wrangler dev`, from a fresh temporary folder: the bench Worker is bundled once (so that edits
  * to src/ during a run cannot reload it), the migrations are applied, `seedSql` is executed straight into the
  * local D1, then `wrangler dev --persist-to <folder>` serves it on a free loopback port.
- * @param {{ vars: Record<string, string>, seedSql?: string }} options
+ * With `bundleFrom` (the `bundleDir` of a server started before), that bundle is copied instead of building
+ * again: a second server of the same run runs the same code as the first, whatever src/ holds by then.
+ * @param {{ vars: Record<string, string>, seedSql?: string, bundleFrom?: string }} options
  */
 export async function startProduct(options) {
   const dir = mkdtempSync(join(tmpdir(), "edge-chat-bench-"));
@@ -94,10 +96,12 @@ export async function startProduct(options) {
       );
       seedSeconds = (performance.now() - seedStart) / 1000;
     };
-    await Promise.all([
-      wrangler(["deploy", "--dry-run", "--outdir", join(dir, "bundle"), "-c", buildConfig], "wrangler build"),
-      database(),
-    ]);
+    const bundleDir = join(dir, "bundle");
+    const bundle = async () => {
+      if (options.bundleFrom) cpSync(options.bundleFrom, bundleDir, { recursive: true });
+      else await wrangler(["deploy", "--dry-run", "--outdir", bundleDir, "-c", buildConfig], "wrangler build");
+    };
+    await Promise.all([bundle(), database()]);
     const configPath = join(dir, "wrangler.toml");
     writeFileSync(configPath, benchConfig(join(dir, "bundle/worker.js"), true));
 
@@ -129,6 +133,7 @@ export async function startProduct(options) {
       inspectorPort,
       secret,
       pid: group.pid,
+      bundleDir,
       startSeconds: (performance.now() - started) / 1000,
       seedSeconds,
       log: group.log,

@@ -1,6 +1,12 @@
 // History page latency against conversation size: conversations of 10^4, 10^5 and 10^6 messages, seeded straight
-// into the local D1 with a recursive CTE (not through the API) before `wrangler dev` starts. The newest page and
-// a deep page (keyset, `before` the middle) are read in turn across all sizes, so that drift hits all alike.
+// into the local D1 with a recursive CTE (not through the API) before `wrangler dev` starts, as version 0.1 kept
+// them (D1's `messages` table). Since 0.2 a conversation's messages live in its room's SQLite: a room whose
+// storage is empty imports them from D1 on its first request (src/room/adopt.ts, pages of 500). So each
+// conversation first gets one request, timed: the upgrade's import. Then the newest page and a deep page
+// (keyset, `before` the middle), served from the room, are read in turn across all sizes, so that drift hits
+// all alike.
+import { request } from "node:http";
+import { now } from "../lib/clients.mjs";
 import { round } from "../lib/proc.mjs";
 import { measureRest } from "../lib/rest.mjs";
 
@@ -39,6 +45,20 @@ UPDATE conversations SET last_message_sender_id = 'history-b', last_message_prev
  * @param {{ requests: number, sizes: number[] }} options
  */
 export async function historyPages(ctx, { requests, sizes }) {
+  // The first request of each conversation imports its 0.1 messages into the room: timed, one size at a time.
+  /** @type {{ messages: number, firstRequestMs: number, messagesPerSecond: number }[]} */
+  const imports = [];
+  for (const size of [...sizes].sort((a, b) => a - b)) {
+    const path = `/v1/conversations/${conversationId(size)}/messages?limit=${PAGE}`;
+    const started = now();
+    const res = await get(ctx.server.base, path, await ctx.product.tokens("history-a"), IMPORT_TIMEOUT_MS);
+    const ms = now() - started;
+    const first = res.status === 200 ? JSON.parse(res.body)?.messages?.[0]?.seq : undefined;
+    if (first !== size)
+      throw new Error(`importing ${size} messages: ${res.status}, newest seq ${first}: ${res.body.slice(0, 300)}`);
+    imports.push({ messages: size, firstRequestMs: round(ms, 0), messagesPerSecond: round((size * 1000) / ms, 0) });
+    ctx.log(`  ${size} messages: first request (the import) ${round(ms / 1000, 2)} s`);
+  }
   const base = (/** @type {number} */ size) => `/v1/conversations/${conversationId(size)}/messages?limit=${PAGE}`;
   const page = (/** @type {number} */ first) => (/** @type {any} */ body) =>
     body?.messages?.length === PAGE && body.messages[0]?.seq === first;
@@ -62,8 +82,38 @@ export async function historyPages(ctx, { requests, sizes }) {
   return {
     pageSize: PAGE,
     requestsPerKind: requests,
-    seededBy: "wrangler d1 execute --file (recursive CTE), before wrangler dev starts",
+    seededBy:
+      "0.1-style rows in D1's messages table (wrangler d1 execute --file, recursive CTE, before wrangler dev starts), imported by each room on its first request",
+    imports,
     rows,
     p99Growth: { from: smallest, to: largest, ...growth },
   };
+}
+
+/** The first request may import 10^6 messages: longer than fetch's own 300 s header timeout allows. */
+const IMPORT_TIMEOUT_MS = 900_000;
+
+/**
+ * One GET with a bound on its time (node:http: fetch gives up on its own after 300 s without headers).
+ * @param {string} base
+ * @param {string} path
+ * @param {string} token
+ * @param {number} timeoutMs
+ * @returns {Promise<{ status: number, body: string }>}
+ */
+function get(base, path, token, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const req = request(`${base}${path}`, { headers: { Authorization: `Bearer ${token}` } }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk) => {
+        body += chunk;
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on("error", reject);
+    });
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer to ${path} within ${timeoutMs / 1000} s`)));
+    req.on("error", reject);
+    req.end();
+  });
 }

@@ -94,7 +94,7 @@ const median = (/** @type {number[]} */ xs) => {
 };
 
 /** CPU of several phases, added up. */
-function sumCpu(/** @type {any[]} */ phases) {
+export function sumCpu(/** @type {any[]} */ phases) {
   const sum = (/** @type {string} */ key) =>
     round(
       phases.reduce((s, p) => s + p[key], 0),
