@@ -145,7 +145,8 @@ const refused = (code: "not_found" | "forbidden", message: string): Outcome => (
 
 /**
  * Commits a group of writes as one local transaction, in order. Sends get seqs lastSeq + 1, + 2, ...; a send
- * whose (sender, localId) exists inserts nothing, so no seq is skipped. `online` are the users with sockets
+ * whose (sender, localId) exists inserts nothing, so no seq is skipped. `conversation` is its row as read in
+ * the same turn, before the transaction. `online` are the users with sockets
  * that will be sent the new messages: their delivered markers move in the same transaction.
  */
 export function commitGroup(
@@ -158,7 +159,7 @@ export function commitGroup(
   return storage.transactionSync(() => {
     const { sql } = storage;
     const id = conversation.id;
-    let lastSeq = readConversation(sql)?.lastSeq ?? 0;
+    let lastSeq = conversation.lastSeq;
     let changed = false;
     const senders = new Map<string, number>();
     const apply = (w: Write): Outcome => {
@@ -278,7 +279,7 @@ export function commitGroup(
       }
       delivered = moveDelivered(sql, online, lastSeq);
     }
-    const rev = changed ? bump(sql, now) : (readConversation(sql)?.rev ?? 0);
+    const rev = changed ? bump(sql, now) : conversation.rev;
     return { outcomes, delivered, rev };
   });
 }

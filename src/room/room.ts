@@ -98,6 +98,8 @@ export class ConversationRoom extends DurableObject<Env> {
   #pending: Pending[] = [];
   #draining = false;
   #adopting: Promise<boolean> | undefined;
+  /** The conversation's row is here (it is never deleted): the send path then skips reading it first. */
+  #exists = false;
   #pumping: Promise<void> | undefined;
   /** Not before this time after a failed pump (backoff). */
   #pumpNotBefore = 0;
@@ -131,7 +133,10 @@ export class ConversationRoom extends DurableObject<Env> {
   /** The conversation, adopted from the directory on first use; null when there is no such conversation. */
   async #open(): Promise<RoomConversation | null> {
     const conversation = readConversation(this.#sql);
-    if (conversation) return conversation;
+    if (conversation) {
+      this.#exists = true;
+      return conversation;
+    }
     this.#adopting ??= adoptFromDirectory(this.ctx.storage, this.db, this.conversationId).finally(() => {
       this.#adopting = undefined;
     });
@@ -432,7 +437,9 @@ export class ConversationRoom extends DurableObject<Env> {
     origin: WebSocket | undefined,
   ): Promise<RoomResult<{ status: 200 | 201; message: MessageDto }>> {
     return this.#rpc(async () => {
-      await this.#openFor(senderId);
+      // Checked again in the commit, in order with removals; here so that a stranger never meets the limiter.
+      if (!this.#exists && !(await this.#open())) throw notFound();
+      if (!isParticipant(this.#sql, senderId)) throw notFound();
       const now = Date.now();
       const taken = takeToken(
         this.#buckets.get(senderId),
