@@ -144,6 +144,15 @@ export class ConversationRoom extends DurableObject<Env> {
     return readConversation(this.#sql);
   }
 
+  /**
+   * Lets a participant through, `not_found` for anyone else (as for a conversation that does not exist),
+   * without reading the conversation's row once it is known to be here: the check of every write.
+   */
+  async #admit(userId: string): Promise<void> {
+    if (!this.#exists && !(await this.#open())) throw notFound();
+    if (!isParticipant(this.#sql, userId)) throw notFound();
+  }
+
   /** The conversation, for a participant; `not_found` for anyone else, as for a conversation that does not exist. */
   async #openFor(userId: string): Promise<RoomConversation> {
     const conversation = await this.#open();
@@ -326,7 +335,7 @@ export class ConversationRoom extends DurableObject<Env> {
 
   async setTyping(input: { userId: string; typing: boolean }): Promise<RoomResult<null>> {
     return this.#rpc(async () => {
-      await this.#openFor(input.userId);
+      await this.#admit(input.userId);
       this.#setTyping(input.userId, input.typing);
       return null;
     });
@@ -334,7 +343,7 @@ export class ConversationRoom extends DurableObject<Env> {
 
   async issueTicket(input: { userId: string }): Promise<RoomResult<{ ticket: string; expiresAt: number }>> {
     return this.#rpc(async () => {
-      await this.#openFor(input.userId);
+      await this.#admit(input.userId);
       return issueTicket(this.#sql, input.userId, this.#limits.ticketTtlSeconds, Date.now());
     });
   }
@@ -438,8 +447,7 @@ export class ConversationRoom extends DurableObject<Env> {
   ): Promise<RoomResult<{ status: 200 | 201; message: MessageDto }>> {
     return this.#rpc(async () => {
       // Checked again in the commit, in order with removals; here so that a stranger never meets the limiter.
-      if (!this.#exists && !(await this.#open())) throw notFound();
-      if (!isParticipant(this.#sql, senderId)) throw notFound();
+      await this.#admit(senderId);
       const now = Date.now();
       const taken = takeToken(
         this.#buckets.get(senderId),
@@ -474,7 +482,7 @@ export class ConversationRoom extends DurableObject<Env> {
 
   async #changeMessage(write: Extract<Write, { kind: "edit" | "delete" }>): Promise<RoomResult<MessageDto>> {
     return this.#rpc(async () => {
-      await this.#openFor(write.actorId);
+      await this.#admit(write.actorId);
       const outcome = await this.#commit(write, undefined);
       if (outcome.kind === "changed" || outcome.kind === "unchanged") return toMessage(outcome.message);
       throw refusal(outcome);
@@ -483,7 +491,7 @@ export class ConversationRoom extends DurableObject<Env> {
 
   async #markRead(userId: string, seq: number, origin: WebSocket | undefined): Promise<RoomResult<ParticipantDto>> {
     return this.#rpc(async () => {
-      await this.#openFor(userId);
+      await this.#admit(userId);
       const outcome = await this.#commit({ kind: "read", userId, seq }, origin);
       if (outcome.kind === "read") return toParticipant(outcome.participant);
       throw refusal(outcome);
