@@ -137,8 +137,26 @@ export function conversationRow(sql: SqlStorage, conversation: RoomConversation)
 /** A new version of the conversation: its rev grows and the outbox says D1 has something to learn. */
 function bump(sql: SqlStorage, now: number): number {
   const { rev } = sql.exec<{ rev: number }>("UPDATE conversation SET rev = rev + 1 RETURNING rev").one();
-  sql.exec("INSERT INTO outbox (version, at) VALUES (?, ?)", rev, now);
+  queueOutbox(sql, rev, now);
   return rev;
+}
+
+const queueOutbox = (sql: SqlStorage, version: number, now: number) =>
+  sql.exec("INSERT INTO outbox (version, at) VALUES (?, ?)", version, now);
+
+/** The message a send's (sender, localId) names already: what a retry is answered with. */
+function duplicateOf(sql: SqlStorage, conversationId: string, senderId: string, localId: string | null): Outcome {
+  const existing = first<Omit<MessageRow, "conversationId"> & { sentContent: string | null; sentHash: string | null }>(
+    sql,
+    `SELECT ${MESSAGE_COLUMNS}, sent_content AS sentContent, sent_hash AS sentHash FROM messages
+     WHERE sender_id = ? AND local_id = ?`,
+    senderId,
+    localId,
+  );
+  // Only the localId's index can refuse a send: seq follows the row read in this turn, ids are random.
+  if (!existing) throw new Error("a send inserted nothing and names no message");
+  const { sentContent, sentHash, ...message } = existing;
+  return { kind: "duplicate", message: withConversation(conversationId)(message), sentContent, sentHash };
 }
 
 const refused = (code: "not_found" | "forbidden", message: string): Outcome => ({ kind: "refused", code, message });
@@ -162,35 +180,25 @@ export function commitGroup(
     let lastSeq = conversation.lastSeq;
     let changed = false;
     const senders = new Map<string, number>();
+    // Membership cannot change within a group: each sender is looked up once.
+    const admitted = new Map<string, boolean>();
     const apply = (w: Write): Outcome => {
       switch (w.kind) {
         case "send": {
-          if (!isParticipant(sql, w.senderId)) return refused("not_found", "Not found");
-          if (w.localId !== null) {
-            const existing = first<
-              Omit<MessageRow, "conversationId"> & { sentContent: string | null; sentHash: string | null }
-            >(
-              sql,
-              `SELECT ${MESSAGE_COLUMNS}, sent_content AS sentContent, sent_hash AS sentHash FROM messages
-               WHERE sender_id = ? AND local_id = ?`,
-              w.senderId,
-              w.localId,
-            );
-            if (existing) {
-              const { sentContent, sentHash, ...message } = existing;
-              return { kind: "duplicate", message: withConversation(id)(message), sentContent, sentHash };
-            }
-          }
-          lastSeq += 1;
-          sql.exec(
-            "INSERT INTO messages (seq, id, sender_id, content, local_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            lastSeq,
+          if (!admitted.has(w.senderId)) admitted.set(w.senderId, isParticipant(sql, w.senderId));
+          if (!admitted.get(w.senderId)) return refused("not_found", "Not found");
+          // A (sender, localId) that exists inserts nothing: then it is a retry, or a reuse for other content.
+          const inserted = sql.exec(
+            "INSERT OR IGNORE INTO messages (seq, id, sender_id, content, local_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            lastSeq + 1,
             w.id,
             w.senderId,
             w.content,
             w.localId,
             w.now,
-          );
+          ).rowsWritten;
+          if (inserted === 0) return duplicateOf(sql, id, w.senderId, w.localId);
+          lastSeq += 1;
           senders.set(w.senderId, lastSeq);
           changed = true;
           const message: MessageRow = {
@@ -267,7 +275,6 @@ export function commitGroup(
 
     let delivered: string[] = [];
     if (senders.size > 0) {
-      sql.exec("UPDATE conversation SET last_seq = ?, updated_at = max(updated_at, ?)", lastSeq, now);
       // Sending moves the sender's own markers to their newest message.
       for (const [senderId, seq] of senders) {
         sql.exec(
@@ -279,7 +286,17 @@ export function commitGroup(
       }
       delivered = moveDelivered(sql, online, lastSeq);
     }
-    const rev = changed ? bump(sql, now) : conversation.rev;
+    if (!changed) return { outcomes, delivered, rev: conversation.rev };
+    // One statement for the new version and, when messages were stored, the new last seq.
+    const rev = conversation.rev + 1;
+    sql.exec(
+      "UPDATE conversation SET rev = ?1, last_seq = ?2, updated_at = CASE WHEN ?4 THEN max(updated_at, ?3) ELSE updated_at END",
+      rev,
+      lastSeq,
+      now,
+      senders.size > 0 ? 1 : 0,
+    );
+    queueOutbox(sql, rev, now);
     return { outcomes, delivered, rev };
   });
 }

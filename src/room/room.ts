@@ -447,7 +447,8 @@ export class ConversationRoom extends DurableObject<Env> {
   ): Promise<RoomResult<{ status: 200 | 201; message: MessageDto }>> {
     return this.#rpc(async () => {
       // Checked again in the commit, in order with removals; here so that a stranger never meets the limiter.
-      await this.#admit(senderId);
+      // An open socket is a participant's (a removal closes it in its own turn): it needs no check here.
+      if (!origin) await this.#admit(senderId);
       const now = Date.now();
       const taken = takeToken(
         this.#buckets.get(senderId),
