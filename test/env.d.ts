@@ -1,17 +1,13 @@
 import type { D1Migration } from "@cloudflare/vitest-plugin";
-import type { Env as AppBindings } from "../src/env";
 
+// The tests' own bindings (vitest.config.ts), on top of the Worker's (src/env.ts).
 declare global {
   namespace Cloudflare {
-    interface Env extends AppBindings {
+    interface Env {
       TEST_MIGRATIONS: D1Migration[];
       /** Set by scripts/test-long.mjs; empty in CI, where the property tests use their fixed seeds. */
       PROPERTY_SEED: string;
       PROPERTY_RUNS: string;
-    }
-    interface GlobalProps {
-      mainModule: typeof import("../src/index");
-      durableNamespaces: "ConversationRoom";
     }
   }
 }
