@@ -306,6 +306,31 @@ describe("upgrading from 0.1", () => {
     expect((await storedMessages(id)).length).toBe(1202);
   });
 
+  it("continues a 0.1 conversation's rev, so that a copy loaded before the import never looks newer", async () => {
+    const alice = uniqueUser("alice");
+    const bob = uniqueUser("bob");
+    const id = `legacy${crypto.randomUUID().replaceAll("-", "")}`;
+    await insertConversation(drizzle(env.DB), {
+      id,
+      title: "From 0.1",
+      direct: false,
+      directKey: null,
+      createdBy: alice,
+      memberIds: [bob],
+      now: 1,
+    });
+    // 0.1 counted every change of the conversation in D1's rev.
+    await env.DB.prepare("UPDATE conversations SET rev = 57 WHERE id = ?").bind(id).run();
+    const before = await listEntry(bob, id);
+    expect(before?.rev).toBe(57);
+
+    expect((await send(id, alice, "the first since 0.1")).status).toBe(201);
+    const inRoom = (await (await call(`/v1/conversations/${id}`, { as: bob })).json()) as ConversationDto;
+    expect(inRoom.rev).toBeGreaterThan(57);
+    await projected(id);
+    expect((await listEntry(bob, id))?.rev).toBe(inRoom.rev);
+  });
+
   it("answers 404 for an id that is in neither the room nor the directory, and stores nothing", async () => {
     const id = `nothing${crypto.randomUUID().replaceAll("-", "")}`;
     expect((await call(`/v1/conversations/${id}`, { as: uniqueUser("x") })).status).toBe(404);

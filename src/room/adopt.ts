@@ -59,6 +59,8 @@ export async function adoptFromDirectory(
       createdAt: c.createdAt,
       updatedAt: c.updatedAt,
       lastSeq: Math.max(c.lastSeq, imported),
+      // Its rev goes on from the directory's, which clients may hold: a newer state must look newer.
+      rev: c.rev,
       members: members.map(({ conversationId: _, ...m }) => ({
         ...m,
         lastDeliveredSeq: Math.max(m.lastDeliveredSeq, Math.min(pending[m.userId] ?? 0, c.lastSeq)),

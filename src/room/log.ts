@@ -359,7 +359,11 @@ export function markAnnounced(sql: SqlStorage, markers: ParticipantRow[]): void 
 
 // ---- Membership -----------------------------------------------------------------------------------------
 
-export type NewConversation = Omit<RoomConversation, "rev"> & { members: Omit<ParticipantRow, "conversationId">[] };
+export type NewConversation = Omit<RoomConversation, "rev"> & {
+  /** The version to continue from: the directory's, for a conversation adopted from it (0.1 counted in D1). */
+  rev?: number;
+  members: Omit<ParticipantRow, "conversationId">[];
+};
 
 /** The conversation's first state in this room: new, or as the directory (or 0.1) had it. */
 export function initConversation(storage: DurableObjectStorage, c: NewConversation, now: number): void {
@@ -367,7 +371,7 @@ export function initConversation(storage: DurableObjectStorage, c: NewConversati
     const { sql } = storage;
     sql.exec(
       `INSERT INTO conversation (id, title, direct, created_by, created_at, updated_at, last_seq, rev)
-       VALUES (?, ?, ?, ?, ?, ?, ?, 0)`,
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
       c.id,
       c.title,
       c.direct ? 1 : 0,
@@ -375,6 +379,7 @@ export function initConversation(storage: DurableObjectStorage, c: NewConversati
       c.createdAt,
       c.updatedAt,
       c.lastSeq,
+      c.rev ?? 0,
     );
     for (const m of c.members) {
       sql.exec(
