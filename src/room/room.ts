@@ -28,6 +28,7 @@ import {
   type ParticipantDto,
   type ServerFrame,
 } from "../schemas";
+import { issueTicket, redeemTicket } from "../storage/tickets";
 import { adoptFromDirectory } from "./adopt";
 import { Sockets } from "./fanout";
 import {
@@ -55,7 +56,6 @@ import { delivered, failed, PUMP_COALESCE_MS, projectionOf, waitingVersion } fro
 import { Typing } from "./presence";
 import { Receipts } from "./receipts";
 import { migrate } from "./schema";
-import { issueTicket, redeemTicket } from "./tickets";
 
 /** What an RPC to the room returns: errors travel as values, so the Worker can answer with their code. */
 export type RoomResult<T> =

@@ -1,8 +1,10 @@
+import { type Migrations, migrate as migrateSchema } from "../storage/versioned";
+
 // The room's own SQLite: the system of record of one conversation. Versioned in code; a room migrates itself
-// when it wakes, in its constructor (one read of the version when there is nothing to do).
+// when it wakes, in its constructor (src/storage/versioned.ts).
 
 /** Each entry takes the schema from the version before it (index + 0) to index + 1. Append, never edit. */
-const MIGRATIONS: readonly string[][] = [
+const MIGRATIONS: Migrations = [
   [
     `CREATE TABLE conversation (
        id TEXT PRIMARY KEY,
@@ -46,21 +48,5 @@ const MIGRATIONS: readonly string[][] = [
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
-/** The schema version a room's storage is at: 0 for a new room or one that 0.1 used (key-value only). */
-export function schemaVersion(sql: SqlStorage): number {
-  const exists = sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").toArray();
-  if (exists.length === 0) return 0;
-  const row = sql.exec("SELECT value FROM meta WHERE key = 'schema_version'").toArray()[0];
-  return Number(row?.value ?? 0);
-}
-
-/** Brings the storage to the current schema, each step in its own transaction. */
-export function migrate(storage: DurableObjectStorage): void {
-  for (let version = schemaVersion(storage.sql); version < SCHEMA_VERSION; version++) {
-    const steps = MIGRATIONS[version] ?? [];
-    storage.transactionSync(() => {
-      for (const statement of steps) storage.sql.exec(statement);
-      storage.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", version + 1);
-    });
-  }
-}
+/** Brings the room's storage to the current schema. */
+export const migrate = (storage: DurableObjectStorage) => migrateSchema(storage, MIGRATIONS);
