@@ -7,6 +7,7 @@ import { requireUser } from "./middleware/auth";
 import { corsForOrigins } from "./middleware/origins";
 import { conversationRoutes } from "./routes/conversations";
 import { devRoutes } from "./routes/dev";
+import { inboxRoutes } from "./routes/inbox";
 import { isTicketConnect, messageRoutes } from "./routes/messages";
 import { metaRoutes } from "./routes/meta";
 import { pushRoutes } from "./routes/push";
@@ -33,7 +34,7 @@ export function createApp(limits: Limits): OpenAPIHono<AppEnv> {
       },
     }),
   );
-  // The WebSocket route may authenticate with a single-use ticket instead, which it redeems itself.
+  // The WebSocket routes may authenticate with a single-use ticket instead, which it redeems itself.
   app.use(
     "/v1/*",
     except((c) => isTicketConnect(c.req.path, c.req.query("ticket")), requireUser),
@@ -43,6 +44,7 @@ export function createApp(limits: Limits): OpenAPIHono<AppEnv> {
   devRoutes(app); // answers only when DEV_AUTH is set (.dev.vars); 404 otherwise
   conversationRoutes(app, limits);
   messageRoutes(app, limits);
+  inboxRoutes(app);
   pushRoutes(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "Bearer", {

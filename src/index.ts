@@ -3,6 +3,7 @@ import { createApp } from "./app";
 import { type AppEnv, type Env, readLimits } from "./env";
 import { handlePushBatch } from "./push/consumer";
 
+export { UserInbox } from "./inbox/inbox";
 export { ConversationRoom } from "./room/room";
 
 // The limits come from `[vars]`, which are fixed for the life of an isolate: build the app once.

@@ -218,6 +218,35 @@ export type ServerFrame =
   | { type: "participants"; participants: ParticipantDto[] }
   | { type: "error"; code: string; message: string; ref?: string; retryAfterMs?: number };
 
+// ---- The inbox: one socket per user -------------------------------------------------------------------
+
+export const InboxTotals = z
+  .object({
+    /** The user's inbox version: it grows with every frame of the inbox socket. */
+    version: z.number().int(),
+    /** Unread messages over all the user's conversations. */
+    unreadTotal: z.number().int(),
+    /** Conversations with at least one unread message. */
+    unreadConversations: z.number().int(),
+  })
+  .openapi("InboxTotals");
+
+type Totals = z.infer<typeof InboxTotals>;
+
+/** The query of the inbox socket. Its tickets name the user, so they are longer than a conversation's. */
+export const InboxConnect = z.strictObject({
+  ticket: z.string().max(400).optional(),
+  since: queryInt(0, Number.MAX_SAFE_INTEGER).optional(),
+});
+
+/** The frames the server sends on a user's inbox socket. */
+export type InboxFrame =
+  | ({ type: "inbox_ready"; userId: string } & Totals)
+  | ({ type: "conversation"; conversation: ConversationDto } & Totals)
+  | ({ type: "conversation_removed"; conversationId: string } & Totals)
+  | { type: "resync"; fromVersion: number }
+  | { type: "error"; code: string; message: string };
+
 // ---- Push subscriptions -----------------------------------------------------------------------------------
 
 /** A push service's URL for one browser subscription: https only (RFC 8030). */

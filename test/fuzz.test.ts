@@ -619,7 +619,13 @@ describe("fuzzing REST paths, queries and headers", () => {
       "limit=1&limit=2",
       "after=1&before=2",
     );
-    const target = fc.constantFrom("/v1/conversations", `/v1/conversations/{id}/messages`, `/v1/conversations/{id}/ws`);
+    const target = fc.constantFrom(
+      "/v1/conversations",
+      `/v1/conversations/{id}/messages`,
+      `/v1/conversations/{id}/ws`,
+      "/v1/inbox",
+      "/v1/inbox/ws",
+    );
     await unchanged(() =>
       fc.assert(
         fc.asyncProperty(target, fc.oneof(query, rawQuery), async (path, q) => {

@@ -178,3 +178,17 @@ export async function projected(conversationId: string) {
     "the list projection",
   );
 }
+
+/** Waits until the room has fed every inbox its current version (its outbox's second consumer is done). */
+export async function fed(conversationId: string) {
+  await eventually(
+    () =>
+      inRoomSql(conversationId, (sql) => {
+        const rev = sql.exec<{ rev: number }>("SELECT rev FROM conversation").one().rev;
+        const row = sql.exec<{ value: number }>("SELECT value FROM meta WHERE key = 'inbox_version'").toArray()[0];
+        return Number(row?.value ?? 0) >= rev;
+      }),
+    5_000,
+    "the inbox feed",
+  );
+}

@@ -4,11 +4,20 @@ import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
 import { preview } from "../src/domain/conversations";
 import { ERROR_STATUS } from "../src/errors";
-import type { ConversationDto, MessageDto, ParticipantDto } from "../src/schemas";
+import type { ConversationDto, InboxFrame, MessageDto, ParticipantDto } from "../src/schemas";
 import { type FaultMode, failPump, faultStats } from "./faults";
-import { call, createConversation, inRoomSql, projected, storedMarkers, storedMessages, uniqueUser } from "./helpers";
+import {
+  call,
+  createConversation,
+  fed,
+  inRoomSql,
+  projected,
+  storedMarkers,
+  storedMessages,
+  uniqueUser,
+} from "./helpers";
 import { MODEL_CI_RUNS, propertyRuns, reportFigures } from "./property";
-import { connect, type TestSocket } from "./socket";
+import { connect, connectInbox, type TestSocket } from "./socket";
 
 /*
  * A model-based property test of the room. fast-check draws a sequence of commands (send over REST or a
@@ -18,6 +27,8 @@ import { connect, type TestSocket } from "./socket";
  * written only by its outbox pump, so a failing D1 must not show in any answer: no 503, nothing lost, only a
  * list that lags. After each sequence every guarantee of API.md is checked against the room's storage, REST
  * history and every frame every socket got, and the list (D1's projection), once caught up, against the room.
+ * Every user's inbox is observed too, over its socket: a restart of the room also restarts an inbox, whose
+ * observer reconnects with `since`; at the end each inbox's last frame and totals must say what the room says.
  */
 
 const USERS = 3; // user 0 owns the conversation
@@ -142,6 +153,10 @@ const figures = {
   struckBeforeNext: 0,
   /** Lists compared with the room, one per participant and sequence. */
   listChecks: 0,
+  /** Inboxes compared with the room (last frame and totals), one per participant and sequence. */
+  inboxChecks: 0,
+  /** Inbox sockets reopened with `since` after a restart of their inbox. */
+  inboxResumes: 0,
 };
 
 const key = (user: string, localId: string) => `${user}\u0000${localId}`;
@@ -281,6 +296,27 @@ interface Run {
   localIds: number;
   /** The failures armed in the room's current instance (an eviction gives the next one the real D1). */
   fault: { readonly fired: number; readonly left: number } | undefined;
+  /** Each user's inbox sockets, oldest first: a restart of the inbox closes one and its observer opens the next. */
+  inboxes: Map<string, TestSocket<InboxFrame>[]>;
+}
+
+/** Every frame an observer got after its `inbox_ready`s, over all its sockets in turn. */
+const inboxFrames = (sockets: TestSocket<InboxFrame>[]) =>
+  sockets.flatMap((s) => s.frames.filter((f) => f.type !== "inbox_ready"));
+
+const versionOf = (f: InboxFrame) => ("version" in f ? f.version : 0);
+
+/** Restarts a user's inbox (its sockets closed) and reopens its observer from the last version it saw. */
+async function restartInbox(run: Run, user: string) {
+  const sockets = run.inboxes.get(user) ?? [];
+  const stub = env.INBOXES.getByName(user);
+  await runInDurableObject(stub, () => {});
+  await evictDurableObject(stub, { webSockets: "close" });
+  await sockets.at(-1)?.waitClosed();
+  const all = sockets.flatMap((s) => s.frames);
+  const since = Math.max(0, ...all.map(versionOf));
+  sockets.push(await connectInbox(user, { since }));
+  figures.inboxResumes++;
 }
 
 /**
@@ -428,6 +464,7 @@ async function runCommand(run: Run, cmd: Cmd) {
     }
     case "restart": {
       await evict(conversationId, "close");
+      await restartInbox(run, run.users[1] as string);
       figures.evictions++;
       run.fault = undefined;
       for (const c of clients) {
@@ -706,6 +743,36 @@ async function verify(run: Run) {
     expect(summary(entry), `the list of ${user} against the room`).toEqual(summary(inRoom));
     figures.listChecks++;
   }
+
+  // The inboxes: every observer's frames grew in version and never showed another conversation; once the
+  // room has fed them, the last frame and the totals of each say what the room says.
+  await fed(conversationId);
+  for (const user of users) {
+    const sockets = run.inboxes.get(user) ?? [];
+    const inRoom = await roomView(conversationId, user);
+    await sockets
+      .at(-1)
+      ?.until(
+        () => inboxFrames(sockets).some((f) => f.type === "conversation" && f.conversation.rev >= inRoom.rev),
+        WAIT_MS,
+        `the inbox of ${user} at rev ${inRoom.rev}`,
+      );
+    const frames = inboxFrames(sockets);
+    const versions = frames.map(versionOf);
+    expect(versions, `inbox versions of ${user} only grow`).toEqual([...new Set(versions)].sort((a, b) => a - b));
+    const mine = frames.filter((f) => f.type === "conversation");
+    expect(
+      mine.every((f) => f.conversation.id === conversationId),
+      `the inbox of ${user} shows only this`,
+    ).toBe(true);
+    const last = mine.at(-1);
+    expect(last?.conversation, `the inbox of ${user} against the room`).toEqual(inRoom);
+    const totals = { unreadTotal: inRoom.unreadCount, unreadConversations: inRoom.unreadCount > 0 ? 1 : 0 };
+    expect(last, `the inbox totals of ${user}`).toMatchObject(totals);
+    const res = await call("/v1/inbox", { as: user });
+    expect(await res.json()).toMatchObject(totals);
+    figures.inboxChecks++;
+  }
 }
 
 async function runSequence(cmds: Cmd[], mode: FaultMode) {
@@ -740,14 +807,17 @@ async function runSequence(cmds: Cmd[], mode: FaultMode) {
     mode,
     localIds: 0,
     fault: undefined,
+    inboxes: new Map(),
   };
   figures.sequences++;
   try {
+    for (const user of users) run.inboxes.set(user, [await connectInbox(user)]);
     for (const c of clients) await open(run, c, false);
     for (const cmd of cmds) await runCommand(run, cmd);
     await verify(run);
   } finally {
     for (const c of clients) if (c.socket && !c.socket.closed) c.socket.close();
+    for (const s of [...run.inboxes.values()].flat()) if (!s.closed) s.close();
   }
 }
 

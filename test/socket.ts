@@ -1,11 +1,9 @@
 import { exports } from "cloudflare:workers";
-import type { ServerFrame } from "../src/schemas";
+import type { InboxFrame, ServerFrame } from "../src/schemas";
 import { tokenFor } from "./helpers";
 
-type Frame = ServerFrame;
-
-/** A test client of a conversation's socket: records every frame and close, and waits for them. */
-export class TestSocket {
+/** A test client of a socket (a conversation's by default, or an inbox): records every frame and close. */
+export class TestSocket<Frame extends { type: string } = ServerFrame> {
   readonly frames: Frame[] = [];
   closed: { code: number; reason: string } | undefined;
   #waiters: (() => void)[] = [];
@@ -33,7 +31,11 @@ export class TestSocket {
   }
 
   /** Waits until `ready(frames)` holds, or fails after `timeoutMs`. */
-  async until<T>(test: (s: TestSocket) => T | undefined | false, timeoutMs = 10_000, what = "a frame"): Promise<T> {
+  async until<T>(
+    test: (s: TestSocket<Frame>) => T | undefined | false,
+    timeoutMs = 10_000,
+    what = "a frame",
+  ): Promise<T> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const value = test(this);
@@ -80,19 +82,34 @@ export interface ConnectOptions {
 
 /** Opens the conversation's socket as `userId` through the Worker; the first frame is `ready`. */
 export async function connect(conversationId: string, userId: string | null, options: ConnectOptions = {}) {
-  const res = await upgrade(conversationId, userId, options);
-  if (res.status !== 101 || !res.webSocket) throw new Error(`upgrade failed: ${res.status} ${await res.text()}`);
-  const socket = new TestSocket(res.webSocket);
+  const socket = new TestSocket(await accepted(await upgrade(conversationId, userId, options)));
   await socket.next("ready");
   return socket;
 }
 
-export async function upgrade(conversationId: string, userId: string | null, options: ConnectOptions = {}) {
+/** Opens the user's inbox socket through the Worker; the first frame is `inbox_ready`. */
+export async function connectInbox(userId: string | null, options: ConnectOptions = {}) {
+  const socket = new TestSocket<InboxFrame>(await accepted(await upgradeInbox(userId, options)));
+  await socket.next("inbox_ready");
+  return socket;
+}
+
+export const upgrade = (conversationId: string, userId: string | null, options: ConnectOptions = {}) =>
+  upgradeAt(`/v1/conversations/${conversationId}/ws`, userId, options);
+
+export const upgradeInbox = (userId: string | null, options: ConnectOptions = {}) =>
+  upgradeAt("/v1/inbox/ws", userId, options);
+
+async function upgradeAt(path: string, userId: string | null, options: ConnectOptions) {
   const params = new URLSearchParams();
   if (options.since !== undefined) params.set("since", String(options.since));
   if (options.ticket !== undefined) params.set("ticket", options.ticket);
   const headers: Record<string, string> = { Upgrade: "websocket", ...options.headers };
   if (userId) headers.Authorization = `Bearer ${await tokenFor(userId)}`;
-  const url = `https://chat.test/v1/conversations/${conversationId}/ws?${params}`;
-  return exports.default.fetch(new Request(url, { headers }));
+  return exports.default.fetch(new Request(`https://chat.test${path}?${params}`, { headers }));
+}
+
+async function accepted(res: Response): Promise<WebSocket> {
+  if (res.status !== 101 || !res.webSocket) throw new Error(`upgrade failed: ${res.status} ${await res.text()}`);
+  return res.webSocket;
 }

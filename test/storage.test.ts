@@ -58,6 +58,30 @@ describe("the room's storage", () => {
     expect(Number(version)).toBe(SCHEMA_VERSION);
   });
 
+  it("migrates itself from the previous schema version, keeping its data", async () => {
+    const alice = uniqueUser("alice");
+    const bob = uniqueUser("bob");
+    const conv = await createConversation(alice, [bob]);
+    expect(
+      (await call(`/v1/conversations/${conv.id}/participants/${bob}`, { method: "DELETE", as: alice })).status,
+    ).toBe(204);
+    // Back to version 1 as it was: `departed` without the rev that the inbox feed reads.
+    await inRoomSql(conv.id, (sql) => {
+      sql.exec("ALTER TABLE departed DROP COLUMN rev");
+      sql.exec("UPDATE meta SET value = 1 WHERE key = 'schema_version'");
+    });
+    await evictDurableObject(roomStub(conv.id));
+    const after = await inRoomSql(conv.id, (sql) => ({
+      version: Number(sql.exec("SELECT value FROM meta WHERE key = 'schema_version'").one().value),
+      departed: sql.exec("SELECT user_id AS userId, rev FROM departed").toArray(),
+    }));
+    expect(after).toEqual({ version: SCHEMA_VERSION, departed: [{ userId: bob, rev: 0 }] });
+    // The repeated removal is still answered, from the migrated table.
+    expect(
+      (await call(`/v1/conversations/${conv.id}/participants/${bob}`, { method: "DELETE", as: alice })).status,
+    ).toBe(204);
+  });
+
   it("knows its conversation by its name, also after hibernation", async () => {
     const alice = uniqueUser("alice");
     const conv = await createConversation(alice, [uniqueUser("bob")]);

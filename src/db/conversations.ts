@@ -129,3 +129,20 @@ export async function listConversationsFor(
   }));
   return { page, hasMore: rows.length > limit };
 }
+
+/**
+ * Every conversation of a user with its participants, as the directory has them, a page of 100 per round
+ * trip and at most `maxPages` pages: what a user's inbox starts from when it is first used.
+ */
+export async function allConversationsOf(db: Db, userId: string, maxPages: number): Promise<ConversationWithMembers[]> {
+  const all: ConversationWithMembers[] = [];
+  let after: ListCursor | null = null;
+  for (let page = 0; page < maxPages; page++) {
+    const { page: entries, hasMore } = await listConversationsFor(db, userId, 100, after);
+    all.push(...entries.map(({ conversation, members }) => ({ conversation, members })));
+    const last = entries.at(-1);
+    if (!hasMore || !last) break;
+    after = last.cursor;
+  }
+  return all;
+}

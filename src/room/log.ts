@@ -436,13 +436,13 @@ export function removeParticipant(storage: DurableObjectStorage, userId: string,
     const { sql } = storage;
     if (!isParticipant(sql, userId)) return false;
     sql.exec("DELETE FROM participants WHERE user_id = ?", userId);
-    sql.exec("INSERT OR REPLACE INTO departed (user_id, at) VALUES (?, ?)", userId, now);
     sql.exec(
       `UPDATE participants SET role = 'owner'
        WHERE user_id = (SELECT user_id FROM participants ORDER BY joined_at, user_id LIMIT 1)
          AND NOT EXISTS (SELECT 1 FROM participants WHERE role = 'owner')`,
     );
-    bump(sql, now);
+    const rev = bump(sql, now);
+    sql.exec("INSERT OR REPLACE INTO departed (user_id, at, rev) VALUES (?, ?, ?)", userId, now, rev);
     return true;
   });
 }

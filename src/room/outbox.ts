@@ -1,9 +1,12 @@
 import type { ParticipantRow } from "../domain/conversations";
+import type { InboxChange } from "../domain/inbox";
 import { conversationRow, type RoomConversation, readParticipants } from "./log";
 
 // The outbox: every commit that changes the conversation writes a row (its new version) in the same local
 // transaction. The pump sends D1 the conversation as it is now, once for all the rows waiting, and deletes
 // them once D1 has it. A replay is harmless: D1 takes a projection only if it is newer than the one it has.
+// The members' inboxes are fed from the same versions, on their own: the room remembers the newest version
+// every inbox has, so D1 being down does not hold the inboxes back, nor the other way round.
 
 /** A busy room writes D1 at most this often, whatever its message rate. */
 export const PUMP_COALESCE_MS = 250;
@@ -51,10 +54,50 @@ export function delivered(sql: SqlStorage, version: number): void {
   sql.exec("DELETE FROM meta WHERE key = 'pump_failures'");
 }
 
-/** A pump failed: when to try again (exponential backoff, at most 30 s). */
-export function failed(sql: SqlStorage, now: number): number {
-  const row = sql.exec<{ value: number | null }>("SELECT value FROM meta WHERE key = 'pump_failures'").toArray()[0];
-  const failures = Number(row?.value ?? 0) + 1;
-  sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('pump_failures', ?)", failures);
+/** The two consumers of the outbox, each with its own backoff. */
+export type Consumer = "pump" | "inboxes";
+
+/** A consumer failed: when to try again (exponential backoff, at most 30 s). */
+export function failed(sql: SqlStorage, now: number, consumer: Consumer = "pump"): number {
+  const failures = metaNumber(sql, `${consumer}_failures`) + 1;
+  sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", `${consumer}_failures`, failures);
   return now + Math.min(MAX_BACKOFF_MS, PUMP_COALESCE_MS * 2 ** failures);
+}
+
+const metaNumber = (sql: SqlStorage, key: string) =>
+  Number(sql.exec<{ value: number | null }>("SELECT value FROM meta WHERE key = ?", key).toArray()[0]?.value ?? 0);
+
+/** What each inbox is told now: the conversation as it stands to every member, its removal to those who left. */
+export interface InboxFeed {
+  version: number;
+  deliveries: { userId: string; change: InboxChange }[];
+}
+
+/** The inbox feed due, or null when every inbox has the conversation's current version. */
+export function inboxFeed(sql: SqlStorage, conversation: RoomConversation): InboxFeed | null {
+  const fed = metaNumber(sql, "inbox_version");
+  if (fed >= conversation.rev) return null;
+  const change: InboxChange = {
+    kind: "conversation",
+    conversation: conversationRow(sql, conversation),
+    members: readParticipants(sql, conversation.id),
+  };
+  const removed: InboxChange = { kind: "removed", conversationId: conversation.id, rev: conversation.rev };
+  const departed = sql
+    .exec<{ userId: string }>("SELECT user_id AS userId FROM departed WHERE rev > ?", fed)
+    .toArray()
+    .map(({ userId }) => ({ userId, change: removed }));
+  return {
+    version: conversation.rev,
+    deliveries: [...change.members.map(({ userId }) => ({ userId, change })), ...departed],
+  };
+}
+
+/** Every inbox has every version up to `version`. */
+export function inboxesFed(sql: SqlStorage, version: number): void {
+  sql.exec(
+    "INSERT OR REPLACE INTO meta (key, value) VALUES ('inbox_version', max(?, coalesce((SELECT value FROM meta WHERE key = 'inbox_version'), 0)))",
+    version,
+  );
+  sql.exec("DELETE FROM meta WHERE key = 'inboxes_failures'");
 }

@@ -52,7 +52,7 @@ import {
   removeParticipant,
   type Write,
 } from "./log";
-import { delivered, failed, PUMP_COALESCE_MS, projectionOf, waitingVersion } from "./outbox";
+import { delivered, failed, inboxesFed, inboxFeed, PUMP_COALESCE_MS, projectionOf, waitingVersion } from "./outbox";
 import { Typing } from "./presence";
 import { Receipts } from "./receipts";
 import { migrate } from "./schema";
@@ -103,6 +103,9 @@ export class ConversationRoom extends DurableObject<Env> {
   #pumping: Promise<void> | undefined;
   /** Not before this time after a failed pump (backoff). */
   #pumpNotBefore = 0;
+  #feeding: Promise<void> | undefined;
+  /** Not before this time after a failed feed of the inboxes (backoff). */
+  #feedNotBefore = 0;
   #alarmAt: number | null = null;
   #buckets = new Map<string, Bucket>();
   #strikes = new WeakMap<WebSocket, number>();
@@ -600,10 +603,11 @@ export class ConversationRoom extends DurableObject<Env> {
     if (stored.length > 0) this.#schedulePush(stored.at(-1)?.message.seq ?? 0);
   }
 
-  /** Something was committed: D1 learns it within the coalescing delay; delivered receipts within a second. */
+  /** Something was committed: D1 and the inboxes learn it within the coalescing delay; delivered receipts within a second. */
   #changed(deliveredMoved: boolean): void {
     const now = Date.now();
     this.#wakeAt(Math.max(now + PUMP_COALESCE_MS, this.#pumpNotBefore));
+    this.#wakeAt(Math.max(now + PUMP_COALESCE_MS, this.#feedNotBefore));
     if (deliveredMoved) this.#wakeAt(now + DELIVERED_FLUSH_MS);
   }
 
@@ -641,11 +645,17 @@ export class ConversationRoom extends DurableObject<Env> {
       }
     }
     this.#announceDelivered();
-    await this.#pump();
+    await Promise.all([
+      now >= this.#pumpNotBefore ? this.#pump() : undefined,
+      now >= this.#feedNotBefore ? this.#feedInboxes() : undefined,
+    ]);
 
+    const later = Date.now() + PUMP_COALESCE_MS;
     const typing = this.#typing.nextExpiry();
     if (typing !== null) this.#wakeAt(typing);
-    if (waitingVersion(this.#sql) !== null) this.#wakeAt(Math.max(Date.now() + PUMP_COALESCE_MS, this.#pumpNotBefore));
+    if (waitingVersion(this.#sql) !== null) this.#wakeAt(Math.max(later, this.#pumpNotBefore));
+    const conversation = readConversation(this.#sql);
+    if (conversation && inboxFeed(this.#sql, conversation)) this.#wakeAt(Math.max(later, this.#feedNotBefore));
     if (this.#sockets.all().size > 0) this.#wakeAt(Date.now() + SWEEP_MS);
   }
 
@@ -678,6 +688,30 @@ export class ConversationRoom extends DurableObject<Env> {
       }
     })();
     return this.#pumping;
+  }
+
+  /**
+   * Tells every member's inbox the conversation as it stands, and those who left that they did, for all the
+   * versions since the last feed at once: a busy room calls each inbox at most once per coalescing delay.
+   */
+  #feedInboxes(): Promise<void> {
+    this.#feeding ??= (async () => {
+      try {
+        const conversation = readConversation(this.#sql);
+        const feed = conversation && inboxFeed(this.#sql, conversation);
+        if (!feed) return;
+        await Promise.all(feed.deliveries.map((d) => this.env.INBOXES.getByName(d.userId).deliver([d.change])));
+        inboxesFed(this.#sql, feed.version);
+        this.#feedNotBefore = 0;
+      } catch (err) {
+        console.error("inbox feed failed", err);
+        this.#feedNotBefore = failed(this.#sql, Date.now(), "inboxes");
+        this.#wakeAt(this.#feedNotBefore);
+      } finally {
+        this.#feeding = undefined;
+      }
+    })();
+    return this.#feeding;
   }
 
   /** Pumps now, after any pump in flight (which may have read the state before the change to send). */

@@ -44,6 +44,10 @@ const MIGRATIONS: Migrations = [
     "CREATE TABLE tickets (ticket TEXT PRIMARY KEY, user_id TEXT NOT NULL, expires_at INTEGER NOT NULL)",
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value)",
   ],
+  [
+    // The version that removed each departed user: their inbox is told once, when the feed reaches it.
+    "ALTER TABLE departed ADD COLUMN rev INTEGER NOT NULL DEFAULT 0",
+  ],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -1,8 +1,7 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import { isWellFormedId } from "../domain/conversations";
 import type { AppEnv, Limits } from "../env";
-import { ApiError, notFound, validationFailed } from "../errors";
-import { isOriginAllowed } from "../middleware/origins";
+import { notFound, validationFailed } from "../errors";
 import {
   ConversationIdParam,
   Message,
@@ -14,6 +13,7 @@ import {
 } from "../schemas";
 import { bearer, commonErrors, error, forbidden, json, jsonBody } from "./openapi";
 import { roomOf, unwrap } from "./room-client";
+import { assertUpgrade, forwardUpgrade, unknownTicket } from "./sockets";
 
 /** A seq in a path: a message that cannot exist is simply not found. */
 function seqParam(raw: string): number {
@@ -158,10 +158,7 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
   // Not an OpenAPI operation: a WebSocket upgrade. Authenticated by a ticket or by the Authorization header.
   app.get("/v1/conversations/:id/ws", async (c) => {
     const id = c.req.param("id");
-    if (!isOriginAllowed(c.env, c.req.header("Origin"))) throw new ApiError("forbidden", "This origin is not allowed");
-    if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
-      throw new ApiError("upgrade_required", "This route takes a WebSocket upgrade");
-    }
+    assertUpgrade(c);
     const query = schemas.connect.safeParse(c.req.query());
     if (!query.success) throw validationFailed(query.error);
     if (!isWellFormedId(id)) throw notFound();
@@ -170,18 +167,13 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
     let userId: string | null = c.get("userId");
     if (query.data.ticket !== undefined) {
       userId = await room.redeemTicket(query.data.ticket);
-      if (!userId) throw new ApiError("unauthenticated", "The ticket is unknown, used or expired");
+      if (!userId) throw unknownTicket();
     }
     // Membership is checked by the room, which keeps it: a non-participant gets the same 404 as a stranger.
-
-    const headers = new Headers(c.req.raw.headers);
-    headers.set("X-User-Id", userId);
-    headers.delete("X-Since");
-    if (query.data.since !== undefined) headers.set("X-Since", String(query.data.since));
-    return room.fetch(new Request(c.req.url, { headers }));
+    return room.fetch(forwardUpgrade(c, userId, query.data.since));
   });
 }
 
-/** Is this the WebSocket route with a ticket, which authenticates itself? */
+/** Is this a WebSocket route with a ticket, which authenticates itself? */
 export const isTicketConnect = (path: string, ticket: string | undefined) =>
-  ticket !== undefined && /^\/v1\/conversations\/[^/]+\/ws$/.test(path);
+  ticket !== undefined && /^\/v1\/(conversations\/[^/]+|inbox)\/ws$/.test(path);

@@ -1,0 +1,69 @@
+import type { ConversationRow, ParticipantRow } from "./conversations";
+
+// What a user's inbox learns from the rooms, and how it decides. Pure: the inbox's storage applies it.
+
+/** A room's word about one conversation, as of the room's version `rev` of it (its Conversation.rev). */
+export type InboxChange =
+  | { kind: "conversation"; conversation: ConversationRow; members: ParticipantRow[] }
+  | { kind: "removed"; conversationId: string; rev: number };
+
+/** What an inbox holds of a conversation: the room's version of it, and whether the user is out of it. */
+export interface InboxEntryState {
+  rev: number;
+  removed: boolean;
+}
+
+export const changeRev = (change: InboxChange) =>
+  change.kind === "conversation" ? change.conversation.rev : change.rev;
+
+export const changeConversationId = (change: InboxChange) =>
+  change.kind === "conversation" ? change.conversation.id : change.conversationId;
+
+/**
+ * What the inbox of `userId` does with a change: ignore anything not newer than what it holds (a replay or a
+ * late delivery never moves it back); store a conversation the user belongs to; remove one they do not
+ * (also a conversation state that no longer lists them) when it was shown; and remember the removal of one
+ * it never showed, so that an older state read elsewhere (the directory, when the inbox is first seeded)
+ * cannot bring it back.
+ */
+export function decide(
+  stored: InboxEntryState | null,
+  change: InboxChange,
+  userId: string,
+): "ignore" | "store" | "remove" | "remember" {
+  if (stored && stored.rev >= changeRev(change)) return "ignore";
+  const member = change.kind === "conversation" && change.members.some((m) => m.userId === userId);
+  if (member) return "store";
+  if (!stored) return "remember";
+  return stored.removed ? "ignore" : "remove";
+}
+
+/**
+ * How a socket that connects with `?since` catches up: from its version when the inbox still holds every
+ * change after it; otherwise (changes forgotten, or a version this inbox never gave) a resync.
+ */
+export function catchUpPlan(since: number, forgottenUpTo: number, version: number): "replay" | "resync" {
+  return since >= forgottenUpTo && since <= version ? "replay" : "resync";
+}
+
+export interface UnreadTotals {
+  unreadTotal: number;
+  unreadConversations: number;
+}
+
+// An inbox ticket names its user, since the inbox socket's path does not: `<user id in base64url>.<secret>`.
+// The secret is stored by that user's inbox, which redeems it once; naming another user gets nothing.
+
+export function inboxTicket(userId: string, secret: string): string {
+  return `${btoa(userId).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "")}.${secret}`;
+}
+
+export function parseInboxTicket(ticket: string): { userId: string; secret: string } | null {
+  const match = /^([A-Za-z0-9_-]{1,200})\.([A-Za-z0-9_-]{1,100})$/.exec(ticket);
+  if (!match?.[1] || !match[2]) return null;
+  try {
+    return { userId: atob(match[1].replaceAll("-", "+").replaceAll("_", "/")), secret: match[2] };
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,50 @@
+import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
+import { inboxTicket, parseInboxTicket } from "../domain/inbox";
+import type { AppEnv, Env } from "../env";
+import { validationFailed } from "../errors";
+import { InboxConnect, InboxTotals, Ticket } from "../schemas";
+import { bearer, error, json } from "./openapi";
+import { assertUpgrade, forwardUpgrade, unknownTicket } from "./sockets";
+
+/** A user's inbox: one Durable Object per user, by name. */
+const inboxOf = (env: Env, userId: string) => env.INBOXES.getByName(userId);
+
+const errors = { 401: error("unauthenticated") };
+
+export function inboxRoutes(app: OpenAPIHono<AppEnv>): void {
+  const totals = createRoute({
+    method: "get",
+    path: "/v1/inbox",
+    summary: "The caller's unread totals over all their conversations, and their inbox version",
+    security: bearer,
+    responses: { 200: json(InboxTotals, "The totals"), ...errors },
+  });
+  app.openapi(totals, async (c) => c.json(await inboxOf(c.env, c.get("userId")).totals(), 200));
+
+  const ticket = createRoute({
+    method: "post",
+    path: "/v1/inbox/ticket",
+    summary: "A single-use ticket to open the caller's inbox socket from a browser",
+    security: bearer,
+    responses: { 201: json(Ticket, "Valid once, for a short time"), ...errors },
+  });
+  app.openapi(ticket, async (c) => {
+    const me = c.get("userId");
+    const issued = await inboxOf(c.env, me).issueTicket();
+    return c.json({ ticket: inboxTicket(me, issued.ticket), expiresAt: new Date(issued.expiresAt).toISOString() }, 201);
+  });
+
+  // Not an OpenAPI operation: a WebSocket upgrade. Authenticated by a ticket or by the Authorization header.
+  app.get("/v1/inbox/ws", async (c) => {
+    assertUpgrade(c);
+    const query = InboxConnect.safeParse(c.req.query());
+    if (!query.success) throw validationFailed(query.error);
+    let userId: string | null = c.get("userId");
+    if (query.data.ticket !== undefined) {
+      const named = parseInboxTicket(query.data.ticket);
+      if (!named || !(await inboxOf(c.env, named.userId).redeemTicket(named.secret))) throw unknownTicket();
+      userId = named.userId;
+    }
+    return inboxOf(c.env, userId).fetch(forwardUpgrade(c, userId, query.data.since));
+  });
+}
