@@ -2,7 +2,8 @@
 // http://127.0.0.1:8787, e.g. `npm start`), that a client sees the close event of every way a socket ends:
 // closed by the server from an RPC (4403, a removed participant; once on a socket that has sent nothing yet,
 // once after a `ping`), closed by the server in a socket event (1009, a text frame over MAX_FRAME_BYTES; 1003,
-// a binary frame), and closed by the client. A close event needs the TCP connection to end, not only the close
+// a binary frame), and closed by the client. The inbox socket too: its live `conversation` frame arrives
+// (a message into one of the user's conversations), a binary frame closes it with 1003, and a client close. A close event needs the TCP connection to end, not only the close
 // frame to arrive: a client left in CLOSING (readyState 2) fails. Each case runs with Node's
 // global WebSocket (ticket) and with the `ws` package (bearer header). Exits 1 if any close event does not
 // arrive within 5 s with the expected code, 2 on a setup error. Loopback only; bounded in time.
@@ -68,12 +69,15 @@ async function api(token, method, path, body) {
   return text ? JSON.parse(text) : null;
 }
 
-/** Opens bob's socket with one of the two clients; resolves once `ready` arrived. */
-async function connect(client, tokens, conversationId) {
-  const path = `/v1/conversations/${conversationId}/ws`;
+/** Opens bob's socket (a conversation's, or his inbox) with one of the two clients; resolves once it is ready. */
+async function connect(client, tokens, conversationId, kind = "conversation") {
+  const inbox = kind === "inbox";
+  const path = inbox ? "/v1/inbox/ws" : `/v1/conversations/${conversationId}/ws`;
+  const ready = inbox ? "inbox_ready" : "ready";
   let socket;
   if (client === "global") {
-    const { ticket } = await api(tokens.bob, "POST", `/v1/conversations/${conversationId}/ticket`);
+    const ticketPath = inbox ? "/v1/inbox/ticket" : `/v1/conversations/${conversationId}/ticket`;
+    const { ticket } = await api(tokens.bob, "POST", ticketPath);
     socket = new globalThis.WebSocket(new URL(`${path}?ticket=${encodeURIComponent(ticket)}`, wsBase));
     socket.binaryType = "arraybuffer";
   } else {
@@ -83,19 +87,36 @@ async function connect(client, tokens, conversationId) {
     socket.addEventListener("close", (e) => resolve({ code: e.code, reason: e.reason, at: performance.now() }));
   });
   await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${client}: no ready within ${STEP_MS} ms`)), STEP_MS);
+    const timer = setTimeout(() => reject(new Error(`${client}: no ${ready} within ${STEP_MS} ms`)), STEP_MS);
     socket.addEventListener("message", (e) => {
-      if (typeof e.data === "string" && e.data.startsWith("{") && JSON.parse(e.data).type === "ready") {
+      if (typeof e.data === "string" && e.data.startsWith("{") && JSON.parse(e.data).type === ready) {
         clearTimeout(timer);
         resolve();
       }
     });
     socket.addEventListener("error", () => {
       clearTimeout(timer);
-      reject(new Error(`${client}: socket error before ready`));
+      reject(new Error(`${client}: socket error before ${ready}`));
     });
   });
   return { socket, closed };
+}
+
+/** Alice writes into the conversation; bob's inbox socket must get its `conversation` frame, then closes. */
+async function inboxFrame(socket, tokens, id) {
+  const frame = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no inbox frame within ${STEP_MS} ms`)), STEP_MS);
+    socket.addEventListener("message", (e) => {
+      const data = typeof e.data === "string" && e.data.startsWith("{") ? JSON.parse(e.data) : null;
+      if (data?.type === "conversation" && data.conversation.id === id && data.conversation.lastSeq === 1) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  await api(tokens.alice, "POST", `/v1/conversations/${id}/messages`, { content: "to the inbox" });
+  await frame;
+  socket.close(4001, "got it");
 }
 
 const remove = (_socket, tokens, id) => api(tokens.alice, "DELETE", `/v1/conversations/${id}/participants/${bob}`);
@@ -144,6 +165,14 @@ const cases = [
     act: (s) => s.send(new Uint8Array([1, 2, 3])),
   },
   { name: "4000 closed by the client", expect: 4000, act: (s) => s.close(4000, "bye") },
+  { name: "inbox: a live conversation frame, then closed by the client", kind: "inbox", expect: 4001, act: inboxFrame },
+  {
+    name: "inbox: 1003 binary frame (server, in webSocketMessage)",
+    kind: "inbox",
+    expect: 1003,
+    act: (s) => s.send(new Uint8Array([1, 2, 3])),
+  },
+  { name: "inbox: 4000 closed by the client", kind: "inbox", expect: 4000, act: (s) => s.close(4000, "bye") },
 ];
 
 let failures = 0;
@@ -156,7 +185,7 @@ try {
         participantIds: [bob],
         title: `wire-close ${c.expect}`,
       });
-      const { socket, closed } = await connect(client, tokens, conversation.id);
+      const { socket, closed } = await connect(client, tokens, conversation.id, c.kind);
       const start = performance.now();
       await c.act(socket, tokens, conversation.id);
       const timeout = new Promise((resolve) => setTimeout(() => resolve(null), CLOSE_WAIT_MS));
