@@ -6,13 +6,18 @@ import {
   ChatClient,
   type Conversation,
   ConversationSocket,
+  InboxSocket,
+  type InboxTotals,
   type Message,
+  mergeConversation,
+  mergeConversations,
   type Participant,
+  removeConversation,
   type SocketStatus,
 } from "../src/client";
 
 const PAGE_SIZE = 30;
-const LIST_REFRESH_MS = 3_000;
+const LIST_SIZE = 50;
 /** The contract's user id (src/schemas.ts USER_ID), repeated here so the page does not bundle zod. */
 const USER_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
 /** Per tab, so two windows of one browser can be two people, and kept across a reload. */
@@ -115,11 +120,21 @@ function showStatus(status: SocketStatus | "idle") {
   document.body.classList.toggle("reconnecting", status === "reconnecting");
 }
 
-// ---- The conversation list ----------------------------------------------------------------------------
+// ---- The conversation list, kept live by the inbox socket ----------------------------------------------
+//
+// One REST load of the list, and the user's inbox socket: each of its frames is merged into the list (the
+// higher rev wins, one's own read marker only grows) and the list and badges are drawn again. No polling:
+// the list is loaded again only when the inbox says it cannot catch up (`resync`), or when it stops.
 
 let conversations: Conversation[] = [];
-let listTimer: ReturnType<typeof setInterval> | undefined;
-let listRefreshSoon: ReturnType<typeof setTimeout> | undefined;
+let inbox: InboxSocket | undefined;
+let inboxTotals: InboxTotals | undefined;
+/** False until a REST load of the list succeeds, and again after a `resync`: the next `ready` loads it. */
+let listCurrent = false;
+/** While a REST load is under way: what the inbox said meanwhile (null: removed), applied again after it. */
+let heldDuringLoad: Map<string, Conversation | null> | undefined;
+/** The REST load under way, and for whom. */
+let loadingList: { userId: string; done?: Promise<void> } | undefined;
 
 const nameOf = (conversation: Conversation, me: string) =>
   conversation.title ??
@@ -129,28 +144,90 @@ const nameOf = (conversation: Conversation, me: string) =>
     .join(", ") ||
     "just you");
 
-async function refreshList() {
-  try {
-    ({ conversations } = await client.listConversations({ limit: 50 }));
-    renderList();
-  } catch {
-    // Offline or restarting: the next refresh will do.
-  }
+/** Loads the list by REST (one load at a time) and merges it with what the inbox has said. */
+function loadList(): Promise<void> {
+  const me = session?.userId;
+  if (!me) return Promise.resolve();
+  if (loadingList?.userId === me) return loadingList.done ?? Promise.resolve();
+  const held = new Map<string, Conversation | null>();
+  heldDuringLoad = held;
+  const load: { userId: string; done?: Promise<void> } = { userId: me };
+  loadingList = load;
+  load.done = (async () => {
+    try {
+      const page = (await client.listConversations({ limit: LIST_SIZE })).conversations;
+      if (me !== session?.userId) return;
+      // The page is the list now; what the inbox said during the load and what it already had of the same
+      // conversations are merged into it, so that neither a late page nor an early frame moves anything back.
+      const loaded = new Set(page.map((c) => c.id));
+      let next = mergeConversations(
+        page,
+        conversations.filter((c) => loaded.has(c.id)),
+        me,
+      );
+      for (const [id, conversation] of held) {
+        next = conversation ? mergeConversation(next, conversation, me) : removeConversation(next, id);
+      }
+      conversations = next;
+      listCurrent = true;
+      renderList();
+    } catch {
+      // Offline or restarting: the inbox's next `ready` loads it again.
+    } finally {
+      if (heldDuringLoad === held) heldDuringLoad = undefined;
+      if (loadingList === load) loadingList = undefined;
+    }
+  })();
+  return load.done;
 }
 
-function refreshListSoon() {
-  clearTimeout(listRefreshSoon);
-  listRefreshSoon = setTimeout(refreshList, 300);
+function openInbox() {
+  inbox?.close();
+  // The first connection asks for the latest state of everything the inbox holds (`since: 0`): the REST
+  // list lags acknowledgements by up to 1 s, and this way nothing that changed meanwhile is missed. Every
+  // reconnect resumes from the last version seen.
+  const socket = new InboxSocket(client, { since: 0, backoff: { initialMs: 500, maxMs: 5_000 } });
+  inbox = socket;
+  socket.on("status", (status) => {
+    byId("sidebar").dataset.inbox = status;
+  });
+  socket.on("ready", () => {
+    if (!listCurrent) void loadList();
+  });
+  socket.on("conversation", ({ conversation }) => {
+    heldDuringLoad?.set(conversation.id, conversation);
+    conversations = mergeConversation(conversations, conversation, session?.userId);
+    renderList();
+  });
+  socket.on("removed", ({ conversationId }) => {
+    heldDuringLoad?.set(conversationId, null);
+    conversations = removeConversation(conversations, conversationId);
+    renderList();
+  });
+  socket.on("totals", (totals) => {
+    inboxTotals = totals;
+    renderList();
+  });
+  socket.on("resync", () => {
+    listCurrent = false;
+    void loadList();
+  });
+  socket.on("closed", ({ code }) => {
+    // Stopped for good (not by signing out): the list as it is now, once.
+    if (code !== 1000 && inbox === socket) void loadList();
+  });
 }
 
 function renderList() {
   const me = session?.userId ?? "";
-  let totalUnread = 0;
+  let listUnread = 0;
+  let hiddenUnread = 0;
   const items = conversations.map((conversation) => {
     const isOpen = view?.id === conversation.id;
-    // The open conversation is read as it is shown; the list may lag behind by a refresh.
+    // The open conversation is read as it is shown; its read marker reaches the inbox a moment later.
     const unread = isOpen && document.visibilityState === "visible" ? 0 : conversation.unreadCount;
-    totalUnread += unread;
+    listUnread += unread;
+    hiddenUnread += conversation.unreadCount - unread;
     const last = conversation.lastMessage;
     const preview = last ? `${last.senderId === me ? "you" : last.senderId}: ${last.preview || "(deleted)"}` : "";
     const link = element(
@@ -166,6 +243,12 @@ function renderList() {
     return item;
   });
   byId("conversations").replaceChildren(...items);
+  // The inbox's total covers every conversation, also those past the first page of the list.
+  const totalUnread = inboxTotals ? Math.max(0, inboxTotals.unreadTotal - hiddenUnread) : listUnread;
+  const badge = byId("unread-total");
+  badge.hidden = totalUnread === 0;
+  badge.textContent = String(totalUnread);
+  badge.title = `${totalUnread} unread`;
   document.title = totalUnread > 0 ? `(${totalUnread}) edge-chat` : "edge-chat";
 }
 
@@ -232,7 +315,6 @@ class ConversationView {
       this.typing.delete(message.senderId);
       this.render(message.senderId === this.me ? "bottom" : "keep");
       this.markSeen();
-      refreshListSoon();
     });
     socket.on("updated", (message) => {
       if (!this.messages.has(message.seq)) return;
@@ -463,8 +545,9 @@ function enter(signedIn: Session) {
   byId("me").hidden = false;
   byId("me").textContent = signedIn.userId;
   byId("sign-out").hidden = false;
-  void refreshList();
-  listTimer = setInterval(refreshList, LIST_REFRESH_MS);
+  listCurrent = false;
+  void loadList();
+  openInbox();
   void openConversation(hashId());
 }
 
@@ -472,8 +555,14 @@ function leave() {
   view?.dispose();
   view = undefined;
   session = undefined;
+  inbox?.close();
+  inbox = undefined;
+  inboxTotals = undefined;
   conversations = [];
-  clearInterval(listTimer);
+  listCurrent = false;
+  heldDuringLoad = undefined;
+  loadingList = undefined;
+  renderList();
   sessionStorage.removeItem(SESSION_KEY);
   showStatus("idle");
   history.replaceState(null, "", location.pathname);
@@ -520,7 +609,9 @@ byId("new-conversation").addEventListener("submit", async (event) => {
     withInput.value = "";
     titleInput.value = "";
     location.hash = encodeURIComponent(conversation.id);
-    void refreshList();
+    // In the list at once; the inbox says so too, a moment later (merged by rev).
+    conversations = mergeConversation(conversations, conversation, me);
+    renderList();
   } catch (err) {
     flash(error, (err as Error).message);
   }
@@ -551,9 +642,9 @@ document.addEventListener("visibilitychange", () => {
 window.addEventListener("offline", () => {
   if (view?.socket) showStatus(view.socket.status);
 });
+// The inbox socket does the same, and catches up from the last version it saw.
 window.addEventListener("online", () => {
   if (view?.socket) showStatus(view.socket.status);
-  void refreshList();
 });
 
 const saved = loadSession();

@@ -4,13 +4,19 @@ import { describe, expect, it } from "vitest";
 import {
   ChatApiError,
   ChatClient,
+  type Conversation,
   ConversationSocket,
+  InboxSocket,
+  type InboxSocketEvents,
   type Message,
+  mergeConversation,
+  mergeConversations,
+  removeConversation,
   type SocketConnector,
   type SocketStatus,
   type WebSocketLike,
 } from "../src/client";
-import { eventually, projected, seedMessages, storedMessages, tokenFor, uniqueUser } from "./helpers";
+import { eventually, fed, projected, seedMessages, storedMessages, tokenFor, uniqueUser } from "./helpers";
 
 /** The SDK against the real Worker: its fetch, and sockets upgraded through it. */
 const clientFor = (userId: string) =>
@@ -240,5 +246,203 @@ describe("ConversationSocket", () => {
     expect(b.pending()).toEqual([]);
     expect(seen.messages.map((m) => m.seq)).toEqual([1]);
     b.close();
+  });
+});
+
+/** A Conversation as alice sees it, for the pure merge tests. */
+function state(id: string, over: Partial<Conversation> & { at?: string; aliceRead?: number } = {}): Conversation {
+  const { at = "2026-11-25T12:00:00.000Z", aliceRead = 0, ...rest } = over;
+  const lastSeq = rest.lastSeq ?? 0;
+  return {
+    id,
+    title: null,
+    direct: false,
+    createdBy: "alice",
+    createdAt: "2026-11-25T11:00:00.000Z",
+    updatedAt: at,
+    rev: 1,
+    lastSeq,
+    lastMessage: lastSeq > 0 ? { seq: lastSeq, senderId: "bob", preview: `#${lastSeq}`, createdAt: at } : null,
+    participants: [
+      {
+        userId: "alice",
+        role: "owner",
+        joinedAt: "2026-11-25T11:00:00.000Z",
+        lastReadSeq: aliceRead,
+        lastDeliveredSeq: aliceRead,
+      },
+      {
+        userId: "bob",
+        role: "member",
+        joinedAt: "2026-11-25T11:00:00.000Z",
+        lastReadSeq: lastSeq,
+        lastDeliveredSeq: lastSeq,
+      },
+    ],
+    unreadCount: Math.max(0, lastSeq - aliceRead),
+    ...rest,
+  };
+}
+
+const ids = (list: Conversation[]) => list.map((c) => c.id);
+
+describe("mergeConversation (the inbox's merge rule)", () => {
+  const a = state("a", { at: "2026-11-25T12:00:01.000Z", lastSeq: 1 });
+  const b = state("b", { at: "2026-11-25T12:00:02.000Z", lastSeq: 1 });
+  const c = state("c", { at: "2026-11-25T12:00:03.000Z" });
+
+  it("adds, replaces and orders by most recent activity, like the REST list, without changing its input", () => {
+    const list = [c, b, a];
+    const frozen = JSON.stringify(list);
+    const moved = mergeConversation(list, {
+      ...a,
+      rev: 2,
+      lastSeq: 2,
+      updatedAt: "2026-11-25T12:00:04.000Z",
+      unreadCount: 2,
+    });
+    expect(ids(moved)).toEqual(["a", "c", "b"]);
+    expect(moved[0]).toMatchObject({ lastSeq: 2, unreadCount: 2 });
+    expect(JSON.stringify(list)).toBe(frozen);
+    expect(ids(mergeConversation(list, state("d", { at: "2026-11-25T11:59:00.000Z" })))).toEqual(["c", "b", "a", "d"]);
+    // Same time: the greater id first, as the list's keyset does.
+    expect(ids(mergeConversations([], [state("m"), state("n")]))).toEqual(["n", "m"]);
+    expect(ids(removeConversation(list, "b"))).toEqual(["c", "a"]);
+  });
+
+  it("never lets an older rev overwrite a newer one, in either order", () => {
+    const newer = state("a", { rev: 5, lastSeq: 3, title: "new", at: "2026-11-25T12:00:05.000Z" });
+    const older = state("a", { rev: 4, lastSeq: 2, title: "old", at: "2026-11-25T12:00:04.000Z" });
+    for (const [first, second] of [
+      [newer, older],
+      [older, newer],
+    ] as const) {
+      const [merged] = mergeConversation([first], second, "alice");
+      expect(merged).toMatchObject({ rev: 5, lastSeq: 3, title: "new", unreadCount: 3 });
+      expect(merged?.lastMessage?.preview).toBe("#3");
+    }
+    // A REST page (the list lags behind by up to 1 s) merged after the inbox's frames leaves them in place.
+    const [fromPage] = mergeConversations([newer], [older, state("z", { at: "2026-11-25T10:00:00.000Z" })], "alice");
+    expect(fromPage).toMatchObject({ id: "a", rev: 5, title: "new" });
+  });
+
+  it("only moves the user's own read marker forward, and counts unread from it", () => {
+    // Read up to 3 on this device (rev 6); a later message from bob (rev 7) carries a marker that lags.
+    const read = state("a", { rev: 6, lastSeq: 3, aliceRead: 3 });
+    const laggingMarker = state("a", { rev: 7, lastSeq: 4, aliceRead: 1 });
+    for (const [first, second] of [
+      [read, laggingMarker],
+      [laggingMarker, read],
+    ] as const) {
+      const [merged] = mergeConversation([first], second, "alice");
+      expect(merged).toMatchObject({ rev: 7, lastSeq: 4, unreadCount: 1 });
+      expect(merged?.participants.find((p) => p.userId === "alice")?.lastReadSeq).toBe(3);
+      expect(merged?.participants.find((p) => p.userId === "bob")?.lastReadSeq).toBe(4);
+      // Without the user's id, their marker is what unreadCount implies.
+      expect(mergeConversation([first], second)[0]).toMatchObject({ rev: 7, unreadCount: 1 });
+    }
+    // An older rev with a newer own marker still moves it: the read marker of the user only grows.
+    const [marked] = mergeConversation([state("a", { rev: 8, lastSeq: 4, aliceRead: 2 })], read, "alice");
+    expect(marked).toMatchObject({ rev: 8, unreadCount: 1 });
+    expect(marked?.participants.find((p) => p.userId === "alice")?.lastReadSeq).toBe(3);
+  });
+});
+
+/** Records what an InboxSocket emits. */
+function recordInbox(inbox: InboxSocket) {
+  const seen = {
+    ready: [] as InboxSocketEvents["ready"][],
+    changes: [] as InboxSocketEvents["conversation"][],
+    removed: [] as string[],
+    resyncs: [] as number[],
+    statuses: [] as SocketStatus[],
+  };
+  inbox.on("ready", (r) => seen.ready.push(r));
+  inbox.on("conversation", (c) => seen.changes.push(c));
+  inbox.on("removed", (r) => seen.removed.push(r.conversationId));
+  inbox.on("resync", (r) => seen.resyncs.push(r.fromVersion));
+  inbox.on("status", (s) => seen.statuses.push(s));
+  return seen;
+}
+
+const inboxOpen = (inbox: InboxSocket) => eventually(() => inbox.status === "open", 5_000, "the inbox to open");
+
+describe("InboxSocket", () => {
+  it("keeps a REST list live: a new message moves its conversation to the top with its unread count", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const a = clientFor(alice);
+    const older = await a.createConversation({ participantIds: [bob], title: "older" });
+    const newer = await a.createConversation({ participantIds: [bob], title: "newer" });
+    await Promise.all([projected(older.id), projected(newer.id)]);
+    let list = (await a.listConversations()).conversations;
+    expect(ids(list)).toEqual([newer.id, older.id]);
+
+    const inbox = new InboxSocket(a, fast);
+    const seen = recordInbox(inbox);
+    inbox.on("conversation", ({ conversation }) => {
+      list = mergeConversation(list, conversation, alice);
+    });
+    await inboxOpen(inbox);
+    expect(seen.ready[0]).toMatchObject({ userId: alice, unreadTotal: 0 });
+    await clientFor(bob).sendMessage(older.id, { content: "to the top" });
+    await eventually(() => list[0]?.id === older.id, 3_000, "the conversation to move up");
+    expect(list[0]).toMatchObject({ unreadCount: 1, lastMessage: { preview: "to the top" } });
+    expect(inbox.totals).toEqual({ unreadTotal: 1, unreadConversations: 1 });
+    expect(inbox.version).toBe(seen.changes.at(-1)?.version);
+
+    await a.markRead(older.id, 1); // the user's own marker, from another device
+    await eventually(() => list[0]?.unreadCount === 0, 3_000, "the read marker");
+    expect(inbox.totals).toEqual({ unreadTotal: 0, unreadConversations: 0 });
+    await a.removeParticipant(newer.id, alice);
+    await eventually(() => seen.removed.includes(newer.id), 3_000, "the removal");
+    inbox.close();
+    expect(inbox.status).toBe("closed");
+  });
+
+  it("reconnects from the last version it saw and gets what changed meanwhile, once", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const conv = await clientFor(alice).createConversation({ participantIds: [bob] });
+    const urls: string[] = [];
+    const connect: SocketConnector = (url) => {
+      urls.push(url);
+      return workerdConnector(url);
+    };
+    // The next try a minute away: the changes below are made while the inbox is away, for sure.
+    const inbox = new InboxSocket(clientFor(alice), { connect, backoff: { initialMs: 60_000, maxMs: 60_000 } });
+    const seen = recordInbox(inbox);
+    await inboxOpen(inbox);
+    await clientFor(bob).sendMessage(conv.id, { content: "one" });
+    await eventually(() => seen.changes.some((c) => c.conversation.lastSeq === 1), 3_000, "the first message");
+    const before = inbox.version ?? 0;
+
+    await evictDurableObject(env.INBOXES.getByName(alice), { webSockets: "close" });
+    await eventually(() => inbox.status === "reconnecting", 5_000, "the drop");
+    await clientFor(bob).sendMessage(conv.id, { content: "two" });
+    await clientFor(bob).sendMessage(conv.id, { content: "three" });
+    await fed(conv.id);
+    inbox.reconnect();
+    await eventually(() => seen.changes.some((c) => c.conversation.lastSeq === 3), 5_000, "the catch-up");
+    expect(new URL(urls[1] ?? "").searchParams.get("since")).toBe(String(before));
+    expect(seen.ready).toHaveLength(2);
+    expect(seen.resyncs).toEqual([]);
+    // Two changes while away, one replayed frame with the latest state.
+    const replayed = seen.changes.filter((c) => c.version > before);
+    expect(replayed.map((c) => c.conversation.lastSeq)).toEqual([3]);
+    expect(inbox.version).toBe(replayed[0]?.version);
+    expect(inbox.totals).toEqual({ unreadTotal: 3, unreadConversations: 1 });
+    inbox.close();
+  });
+
+  it("emits resync when the inbox cannot replay from the version asked for, then goes on live", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const conv = await clientFor(alice).createConversation({ participantIds: [bob] });
+    const inbox = new InboxSocket(clientFor(alice), { ...fast, since: 1_000_000 });
+    const seen = recordInbox(inbox);
+    await eventually(() => seen.resyncs.length === 1, 5_000, "the resync");
+    expect(seen.resyncs).toEqual([1_000_000]);
+    expect(inbox.version).toBe(seen.ready[0]?.version);
+    await clientFor(bob).sendMessage(conv.id, { content: "after the resync" });
+    await eventually(() => seen.changes.some((c) => c.conversation.lastSeq === 1), 3_000, "a live frame");
+    inbox.close();
   });
 });

@@ -1,4 +1,17 @@
-// The typed client of the chat API: `ChatClient` for REST, `ConversationSocket` for one conversation live.
+// The typed client of the chat API: `ChatClient` for REST, `ConversationSocket` for one conversation live,
+// `InboxSocket` for the user's whole conversation list live (merged with `mergeConversation`).
+export {
+  activityOf,
+  byActivity,
+  InboxSocket,
+  type InboxSocketEvents,
+  type InboxSocketOptions,
+  type InboxTotals,
+  mergeConversation,
+  mergeConversations,
+  mergeStates,
+  removeConversation,
+} from "./inbox";
 export {
   ChatApiError,
   ChatClient,

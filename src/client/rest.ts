@@ -109,6 +109,15 @@ export class ChatClient {
     return this.#call<{ ticket: string; expiresAt: string }>("POST", `/v1/conversations/${enc(id)}/ticket`);
   }
 
+  /** The caller's unread totals over all their conversations, and their inbox version. */
+  inbox() {
+    return this.#call<{ version: number; unreadTotal: number; unreadConversations: number }>("GET", "/v1/inbox");
+  }
+
+  inboxTicket() {
+    return this.#call<{ ticket: string; expiresAt: string }>("POST", "/v1/inbox/ticket");
+  }
+
   subscribePush(subscription: { endpoint: string; keys: { p256dh: string; auth: string } }) {
     return this.#call<void>("PUT", "/v1/push/subscriptions", subscription);
   }
@@ -121,6 +130,16 @@ export class ChatClient {
   async socketUrl(id: string, since?: number): Promise<string> {
     const { ticket } = await this.ticket(id);
     const url = new URL(`${this.baseUrl}/v1/conversations/${enc(id)}/ws`);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    url.searchParams.set("ticket", ticket);
+    if (since !== undefined) url.searchParams.set("since", String(since));
+    return url.toString();
+  }
+
+  /** The URL of the caller's inbox socket, authenticated by a fresh single-use ticket. */
+  async inboxSocketUrl(since?: number): Promise<string> {
+    const { ticket } = await this.inboxTicket();
+    const url = new URL(`${this.baseUrl}/v1/inbox/ws`);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     url.searchParams.set("ticket", ticket);
     if (since !== undefined) url.searchParams.set("since", String(since));

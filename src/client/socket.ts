@@ -54,7 +54,8 @@ interface OutboxEntry {
 
 const TYPING_REFRESH_MS = 3_000;
 
-const browserConnector: SocketConnector = (url) =>
+/** The browser's WebSocket, resolved once open. */
+export const browserConnector: SocketConnector = (url) =>
   new Promise((resolve, reject) => {
     const ws = new WebSocket(url);
     ws.addEventListener("open", () => resolve(ws as WebSocketLike));

@@ -1,6 +1,7 @@
 // Browser tests of the demo page (`npm run test:browser`): Debian's Chromium, headless, driven by playwright-core,
 // against `wrangler dev` started here on loopback with a fresh local D1 and a random secret. Two people in two
-// browser contexts chat; the last scenario writes the README's screenshot to docs/demo.png.
+// browser contexts chat; one scenario writes the README's screenshot to docs/demo.png, the last one checks
+// that the list is kept live by the inbox socket, without polling.
 // Prints one line per scenario and a closing `N passed, M failed`; exits non-zero on any failure. The server
 // is always stopped (its whole process group), and the run is bounded in time.
 import { spawn, spawnSync } from "node:child_process";
@@ -179,6 +180,8 @@ const connection = (page) => page.$eval("#connection", (el) => el.dataset.status
 const typingText = (page) => page.$eval("#typing", (el) => el.textContent);
 const unreadBadge = (page, id) =>
   page.$$eval(`#conversations li[data-id="${id}"] .unread`, (els) => els[0]?.textContent ?? null);
+const listIds = (page) => page.$$eval("#conversations li.conversation", (items) => items.map((li) => li.dataset.id));
+const inboxStatus = (page) => page.$eval("#sidebar", (el) => el.dataset.inbox ?? null);
 
 /** Asserts the seqs a page shows are ascending and gap-free, and no message appears twice. */
 async function assertOrdered(page, who) {
@@ -243,6 +246,8 @@ async function restAs(base, userId) {
 // ---- The scenarios ------------------------------------------------------------------------------------
 
 const state = { base: "", alice: undefined, bob: undefined, lunch: "", history: "" };
+/** Each page's requests for the conversation list (`GET /v1/conversations`, not one conversation), by time. */
+const listRequests = { alice: [], bob: [] };
 
 const scenarios = [
   [
@@ -259,7 +264,7 @@ const scenarios = [
         alice.evaluate(() => decodeURIComponent(location.hash.slice(1))),
       );
       await until("alice's socket to open", async () => (await connection(alice)) === "open");
-      // Bob's list refreshes by itself and shows the conversation.
+      // Bob's inbox socket puts the conversation in his list by itself.
       await bob.click(`#conversations li[data-id="${state.lunch}"] a`, { timeout: 10_000 });
       await until("bob's socket to open", async () => (await connection(bob)) === "open");
       assertEqual(await bob.textContent("#conversation-title"), "Lunch", "the title bob sees");
@@ -478,6 +483,69 @@ const scenarios = [
       assertEqual(pageErrors, [], "uncaught errors in the pages");
     },
   ],
+  [
+    "a message from a third person moves its conversation to the top with its badge within a second, no polling",
+    async () => {
+      const { alice, bob, base } = state;
+      await until("alice's inbox socket", async () => (await inboxStatus(alice)) === "open");
+      await until("bob's inbox socket", async () => (await inboxStatus(bob)) === "open");
+      // Archive (alice and carol) is below Lunch, which alice wrote in last, and has carol's unread message.
+      const before = await listIds(alice);
+      assert(before.indexOf(state.history) > 0, `Archive is not below the top of alice's list: ${before}`);
+      const badgeBefore = Number((await unreadBadge(alice, state.history)) ?? 0);
+      const expected = String(badgeBefore + 1);
+      const asCarol = await restAs(base, "carol");
+
+      // Watches in the page and returns the page's clock at the first render that shows it.
+      const shownAt = alice.waitForFunction(
+        ({ id, badge }) => {
+          const first = document.querySelector("#conversations li.conversation");
+          return first?.dataset.id === id && first.querySelector(".unread")?.textContent === badge && Date.now();
+        },
+        { id: state.history, badge: expected },
+        { timeout: 10_000, polling: 10 },
+      );
+      const postedAt = Date.now();
+      await asCarol("POST", `/v1/conversations/${state.history}/messages`, { content: "Back on top?" });
+      const acknowledgedAt = Date.now();
+      const at = await (await shownAt).jsonValue();
+      const afterAck = at - acknowledgedAt;
+      console.log(
+        `#   inbox: on top with badge ${expected} ${afterAck} ms after the 201 (${at - postedAt} ms after the POST)`,
+      );
+      assert(afterAck <= 1000, `the conversation took ${afterAck} ms after the 201 to reach the top of the list`);
+      const after = await listIds(alice);
+      assertEqual(after, [state.history, ...before.filter((id) => id !== state.history)], "alice's list order");
+      assert(
+        (await alice.textContent(`#conversations li[data-id="${state.history}"] .preview`))?.includes("Back on top?"),
+        "the preview does not show the new message",
+      );
+      assert(!(await listIds(bob)).includes(state.history), "bob's list shows a conversation he is not in");
+      const total = await alice.textContent("#unread-total");
+      assert(Number(total) >= badgeBefore + 1, `the unread total shows ${total}`);
+
+      // No polling: nothing asks for the list while nothing happens, nor while messages come and go.
+      const since = Date.now();
+      await asCarol("POST", `/v1/conversations/${state.history}/messages`, { content: "Still no polling" });
+      await until(
+        "the second badge",
+        async () => (await unreadBadge(alice, state.history)) === String(badgeBefore + 2),
+      );
+      await sleep(4_000);
+      for (const who of ["alice", "bob"]) {
+        const polled = listRequests[who].filter((t) => t >= since).length;
+        assertEqual(polled, 0, `${who}'s list requests in ${Date.now() - since} ms`);
+      }
+      // One load per sign-in or page load: alice signed in once; bob signed in, then reloaded.
+      console.log(`#   list loads over the run: alice ${listRequests.alice.length}, bob ${listRequests.bob.length}`);
+      assertEqual(
+        [listRequests.alice.length, listRequests.bob.length],
+        [1, 2],
+        "list loads of alice and bob over the run",
+      );
+      assertEqual(pageErrors, [], "uncaught errors in the pages");
+    },
+  ],
 ];
 
 // ---- The run ------------------------------------------------------------------------------------------
@@ -508,6 +576,11 @@ async function openPage(name) {
   const page = await context.newPage();
   page.setDefaultTimeout(15_000);
   page.on("pageerror", (error) => pageErrors.push(`${name}: ${error.message}`));
+  page.on("request", (request) => {
+    if (request.method() === "GET" && new URL(request.url()).pathname === "/v1/conversations") {
+      listRequests[name]?.push(Date.now());
+    }
+  });
   return page;
 }
 
