@@ -106,9 +106,10 @@ export function toParticipant(row: ParticipantRow): ParticipantDto {
   };
 }
 
-/** The Conversation resource as `viewerId` sees it: their unread count is lastSeq minus their read marker. */
-export function toConversation(row: ConversationRow, members: ParticipantRow[], viewerId: string): ConversationDto {
-  const viewer = members.find((p) => p.userId === viewerId);
+/** The Conversation resource as every member sees it alike: all of it but the viewer's unread count. */
+export type SharedConversation = Omit<ConversationDto, "unreadCount">;
+
+export function toSharedConversation(row: ConversationRow, members: ParticipantRow[]): SharedConversation {
   const lastMessage =
     row.lastSeq > 0 && row.lastMessageSenderId !== null && row.lastMessageAt !== null
       ? {
@@ -129,6 +130,15 @@ export function toConversation(row: ConversationRow, members: ParticipantRow[], 
     lastSeq: row.lastSeq,
     lastMessage,
     participants: members.map(toParticipant),
-    unreadCount: Math.max(0, row.lastSeq - (viewer?.lastReadSeq ?? 0)),
   };
 }
+
+/** The conversation as `viewerId` sees it: their unread count is lastSeq minus their read marker. */
+export function forViewer(shared: SharedConversation, viewerId: string): ConversationDto {
+  const viewer = shared.participants.find((p) => p.userId === viewerId);
+  return { ...shared, unreadCount: Math.max(0, shared.lastSeq - (viewer?.lastReadSeq ?? 0)) };
+}
+
+/** The Conversation resource as `viewerId` sees it. */
+export const toConversation = (row: ConversationRow, members: ParticipantRow[], viewerId: string): ConversationDto =>
+  forViewer(toSharedConversation(row, members), viewerId);

@@ -1,6 +1,14 @@
 import { describe, expect, it } from "vitest";
-import type { ConversationRow, ParticipantRow } from "./conversations";
-import { catchUpPlan, decide, type InboxChange, inboxTicket, parseInboxTicket } from "./inbox";
+import { type ConversationRow, type ParticipantRow, toSharedConversation } from "./conversations";
+import {
+  catchUpPlan,
+  decide,
+  feedSpacingMs,
+  type InboxChange,
+  inboxTicket,
+  MAX_INBOX_CALLS_PER_SECOND,
+  parseInboxTicket,
+} from "./inbox";
 
 const row = (rev: number): ConversationRow => ({
   id: "c1",
@@ -25,8 +33,7 @@ const member = (userId: string): ParticipantRow => ({
 });
 const state = (rev: number, members: string[]): InboxChange => ({
   kind: "conversation",
-  conversation: row(rev),
-  members: members.map(member),
+  conversation: toSharedConversation(row(rev), members.map(member)),
 });
 const removed = (rev: number): InboxChange => ({ kind: "removed", conversationId: "c1", rev });
 
@@ -73,6 +80,17 @@ describe("inbox tickets", () => {
     expect(parseInboxTicket(ticket)).toEqual({ userId: "bob.smith@example.com", secret: "s3cr3t_-" });
     for (const bad of ["", ".", "abc", "a.b.c", "a b.c", `${"a".repeat(201)}.x`, "YWxpY2U.", "!!.x"]) {
       expect(parseInboxTicket(bad)).toBeNull();
+    }
+  });
+});
+
+describe("feedSpacingMs", () => {
+  it("is the coalescing delay for a small room and keeps a big one under the calls per second", () => {
+    expect(feedSpacingMs(2, 250)).toBe(250);
+    expect(feedSpacingMs(50, 250)).toBe(250);
+    expect(feedSpacingMs(100, 250)).toBe(500);
+    for (const recipients of [1, 10, 51, 99, 100, 150]) {
+      expect((recipients * 1000) / feedSpacingMs(recipients, 250)).toBeLessThanOrEqual(MAX_INBOX_CALLS_PER_SECOND);
     }
   });
 });

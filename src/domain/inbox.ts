@@ -1,10 +1,13 @@
-import type { ConversationRow, ParticipantRow } from "./conversations";
+import type { SharedConversation } from "./conversations";
 
 // What a user's inbox learns from the rooms, and how it decides. Pure: the inbox's storage applies it.
 
-/** A room's word about one conversation, as of the room's version `rev` of it (its Conversation.rev). */
+/**
+ * A room's word about one conversation, as of the room's version `rev` of it (its Conversation.rev): built
+ * once per feed for all its members, each inbox adds its user's unread count.
+ */
 export type InboxChange =
-  | { kind: "conversation"; conversation: ConversationRow; members: ParticipantRow[] }
+  | { kind: "conversation"; conversation: SharedConversation }
   | { kind: "removed"; conversationId: string; rev: number };
 
 /** What an inbox holds of a conversation: the room's version of it, and whether the user is out of it. */
@@ -32,11 +35,21 @@ export function decide(
   userId: string,
 ): "ignore" | "store" | "remove" | "remember" {
   if (stored && stored.rev >= changeRev(change)) return "ignore";
-  const member = change.kind === "conversation" && change.members.some((m) => m.userId === userId);
+  const member = change.kind === "conversation" && change.conversation.participants.some((p) => p.userId === userId);
   if (member) return "store";
   if (!stored) return "remember";
   return stored.removed ? "ignore" : "remove";
 }
+
+/** A room calls at most this many inboxes per second, however many members it has. */
+export const MAX_INBOX_CALLS_PER_SECOND = 200;
+
+/**
+ * From one feed of a room's inboxes to the next: its coalescing delay, or longer for a room of many members,
+ * so that it makes at most MAX_INBOX_CALLS_PER_SECOND calls (500 ms for 100 recipients).
+ */
+export const feedSpacingMs = (recipients: number, coalesceMs: number) =>
+  Math.max(coalesceMs, Math.ceil((recipients * 1000) / MAX_INBOX_CALLS_PER_SECOND));
 
 /**
  * How a socket that connects with `?since` catches up: from its version when the inbox still holds every

@@ -1,6 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { allConversationsOf } from "../db/conversations";
 import { directory } from "../db/directory";
+import { toSharedConversation } from "../domain/conversations";
 import type { InboxChange } from "../domain/inbox";
 import { catchUpPlan } from "../domain/inbox";
 import { type Env, type Limits, readLimits } from "../env";
@@ -59,7 +60,9 @@ export class UserInbox extends DurableObject<Env> {
     this.#seeding ??= (async () => {
       try {
         const found = await allConversationsOf(directory(this.env), this.userId, SEED_PAGES);
-        const changes = found.map((c): InboxChange => ({ kind: "conversation", ...c }));
+        const changes = found.map(
+          (c): InboxChange => ({ kind: "conversation", conversation: toSharedConversation(c.conversation, c.members) }),
+        );
         this.#broadcast(applyChanges(this.ctx.storage, this.userId, changes));
         markSeeded(this.#sql);
       } catch (err) {

@@ -1,4 +1,4 @@
-import { toConversation } from "../domain/conversations";
+import { forViewer } from "../domain/conversations";
 import {
   changeConversationId,
   changeRev,
@@ -102,8 +102,8 @@ export function applyChanges(
       const version = currentVersion(sql) + 1;
       setMeta(sql, "version", version);
       if (action === "store" && change.kind === "conversation") {
-        const conversation = toConversation(change.conversation, change.members, userId);
-        const lastReadSeq = change.members.find((m) => m.userId === userId)?.lastReadSeq ?? 0;
+        const conversation = forViewer(change.conversation, userId);
+        const lastReadSeq = conversation.lastSeq - conversation.unreadCount;
         sql.exec(
           `INSERT OR REPLACE INTO entries (conversation_id, rev, version, removed, last_seq, last_read_seq, conversation)
            VALUES (?, ?, ?, 0, ?, ?, ?)`,

@@ -1,4 +1,4 @@
-import type { ParticipantRow } from "../domain/conversations";
+import { type ParticipantRow, toSharedConversation } from "../domain/conversations";
 import type { InboxChange } from "../domain/inbox";
 import { conversationRow, type RoomConversation, readParticipants } from "./log";
 
@@ -77,11 +77,8 @@ export interface InboxFeed {
 export function inboxFeed(sql: SqlStorage, conversation: RoomConversation): InboxFeed | null {
   const fed = metaNumber(sql, "inbox_version");
   if (fed >= conversation.rev) return null;
-  const change: InboxChange = {
-    kind: "conversation",
-    conversation: conversationRow(sql, conversation),
-    members: readParticipants(sql, conversation.id),
-  };
+  const shared = toSharedConversation(conversationRow(sql, conversation), readParticipants(sql, conversation.id));
+  const change: InboxChange = { kind: "conversation", conversation: shared };
   const removed: InboxChange = { kind: "removed", conversationId: conversation.id, rev: conversation.rev };
   const departed = sql
     .exec<{ userId: string }>("SELECT user_id AS userId FROM departed WHERE rev > ?", fed)
@@ -89,7 +86,7 @@ export function inboxFeed(sql: SqlStorage, conversation: RoomConversation): Inbo
     .map(({ userId }) => ({ userId, change: removed }));
   return {
     version: conversation.rev,
-    deliveries: [...change.members.map(({ userId }) => ({ userId, change })), ...departed],
+    deliveries: [...shared.participants.map(({ userId }) => ({ userId, change })), ...departed],
   };
 }
 

@@ -3,6 +3,7 @@ import type { Db } from "../db/conversations";
 import { directory } from "../db/directory";
 import { applyProjection } from "../db/projection";
 import { canRemoveParticipant, type ParticipantRow, toConversation, toParticipant } from "../domain/conversations";
+import { feedSpacingMs } from "../domain/inbox";
 import {
   ABUSE_STRIKES,
   type Bucket,
@@ -104,7 +105,7 @@ export class ConversationRoom extends DurableObject<Env> {
   /** Not before this time after a failed pump (backoff). */
   #pumpNotBefore = 0;
   #feeding: Promise<void> | undefined;
-  /** Not before this time after a failed feed of the inboxes (backoff). */
+  /** Not before this time: the spacing after a feed of the inboxes, or the backoff after a failed one. */
   #feedNotBefore = 0;
   #alarmAt: number | null = null;
   #buckets = new Map<string, Bucket>();
@@ -692,7 +693,8 @@ export class ConversationRoom extends DurableObject<Env> {
 
   /**
    * Tells every member's inbox the conversation as it stands, and those who left that they did, for all the
-   * versions since the last feed at once: a busy room calls each inbox at most once per coalescing delay.
+   * versions since the last feed at once: a busy room calls each inbox at most once per coalescing delay, and
+   * a room of many members less often (feedSpacingMs).
    */
   #feedInboxes(): Promise<void> {
     this.#feeding ??= (async () => {
@@ -700,9 +702,10 @@ export class ConversationRoom extends DurableObject<Env> {
         const conversation = readConversation(this.#sql);
         const feed = conversation && inboxFeed(this.#sql, conversation);
         if (!feed) return;
+        const started = Date.now();
         await Promise.all(feed.deliveries.map((d) => this.env.INBOXES.getByName(d.userId).deliver([d.change])));
         inboxesFed(this.#sql, feed.version);
-        this.#feedNotBefore = 0;
+        this.#feedNotBefore = started + feedSpacingMs(feed.deliveries.length, PUMP_COALESCE_MS);
       } catch (err) {
         console.error("inbox feed failed", err);
         this.#feedNotBefore = failed(this.#sql, Date.now(), "inboxes");
