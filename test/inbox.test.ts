@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { insertConversation } from "../src/db/conversations";
 import type { UserInbox } from "../src/inbox/inbox";
 import type { ConversationDto, InboxFrame } from "../src/schemas";
-import { call, createConversation, expectError, fed, projected, roomStub, uniqueUser } from "./helpers";
+import { call, createConversation, expectError, fed, inRoomSql, projected, roomStub, uniqueUser } from "./helpers";
 import { connectInbox, type TestSocket, upgradeInbox } from "./socket";
 
 type Inbox = TestSocket<InboxFrame>;
@@ -213,6 +213,28 @@ describe("the inbox: one socket per user keeps the conversation list live", () =
     expect(frame?.conversation.unreadCount).toBe(2);
   });
 
+  it("takes a retried feed (the same change again, or an older one) without a frame or a new version", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const conv = await createConversation(alice, [bob]);
+    await send(conv.id, alice, "once");
+    await fed(conv.id);
+    const inbox = await connectInbox(bob);
+    const before = await totals(bob);
+    // What the room sent last, as its feed would send it again after a failure of another member's call.
+    const again = await inRoomSql(conv.id, (sql) => {
+      const row = sql.exec<{ rev: number }>("SELECT rev FROM conversation").one();
+      return row.rev;
+    });
+    const current = (await (await call(`/v1/conversations/${conv.id}`, { as: bob })).json()) as ConversationDto;
+    const { unreadCount: _, ...shared } = current;
+    expect(shared.rev).toBe(again);
+    const stub = env.INBOXES.getByName(bob);
+    await stub.deliver([{ kind: "conversation", conversation: shared }]);
+    await stub.deliver([{ kind: "conversation", conversation: { ...shared, rev: shared.rev - 1, lastSeq: 0 } }]);
+    expect(await catchUp(inbox, 0)).toEqual([]);
+    expect(await totals(bob)).toEqual(before);
+  });
+
   it("ends equal to a fresh list load, whatever the order of a list load and the frames (the merge rule)", async () => {
     const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
     const convs = [await createConversation(alice, [bob]), await createConversation(alice, [bob], { title: "T" })];
@@ -339,6 +361,22 @@ describe("the inbox's routes and socket refuse what they should", () => {
     expect(await inbox.next("error")).toMatchObject({ code: "validation_failed" });
     inbox.ws.send(new Uint8Array([1, 2, 3]));
     expect((await inbox.waitClosed()).code).toBe(1003);
+  });
+
+  it("closes a socket that sent nothing, not even ping, for two minutes, and keeps one that pings", async () => {
+    const bob = uniqueUser("bob");
+    const silent = await connectInbox(bob);
+    const pinging = await connectInbox(bob);
+    pinging.send("ping");
+    await pinging.next("pong" as never);
+    const stub = env.INBOXES.getByName(bob);
+    // Both were last heard from three minutes ago, as their attachments say; one has pinged since.
+    await runInDurableObject(stub, (_i: UserInbox, state) => {
+      for (const ws of state.getWebSockets()) ws.serializeAttachment({ lastSeenAt: Date.now() - 180_000 });
+    });
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    expect(await silent.waitClosed()).toMatchObject({ code: 1000, reason: "no frame or ping for too long" });
+    expect(pinging.closed).toBeUndefined();
   });
 
   it("caps the sockets of one user", async () => {

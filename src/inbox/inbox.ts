@@ -4,6 +4,7 @@ import { directory } from "../db/directory";
 import { toSharedConversation } from "../domain/conversations";
 import type { InboxChange } from "../domain/inbox";
 import { catchUpPlan } from "../domain/inbox";
+import { IDLE_SOCKET_MS } from "../domain/messages";
 import { type Env, type Limits, readLimits } from "../env";
 import { ApiError, errorJson } from "../errors";
 import { closeSocket } from "../room/fanout";
@@ -22,12 +23,19 @@ import {
 
 /** A user's conversations taken from the directory when their inbox is first used: at most 100 per page. */
 const SEED_PAGES = 100;
+/** While sockets are open, the inbox wakes this often to close those that went silent (no frame, no ping). */
+const SWEEP_MS = 60_000;
+
+/** What an inbox socket carries through hibernation: when its client was last heard (pings are the runtime's). */
+interface Attachment {
+  lastSeenAt: number;
+}
 
 /**
  * One user's inbox: their conversations as the list shows them, kept live over one socket per device. The
  * rooms feed it through their outbox (never on an ack path); it stores the latest state of each
  * conversation with the version at which it changed, and sends each change to every socket of the user.
- * The class reads as its lifecycle: waking, connecting, socket events, RPCs.
+ * The class reads as its lifecycle: waking, connecting, socket events, RPCs, the alarm.
  */
 export class UserInbox extends DurableObject<Env> {
   readonly #limits: Limits;
@@ -89,6 +97,8 @@ export class UserInbox extends DurableObject<Env> {
     const since = request.headers.get("X-Since");
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server);
+    server.serializeAttachment({ lastSeenAt: Date.now() } satisfies Attachment);
+    if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(Date.now() + SWEEP_MS);
     // One synchronous pass: no live frame can come between `inbox_ready`, the catch-up and what follows.
     const version = currentVersion(this.#sql);
     send(server, { type: "inbox_ready", userId: this.userId, version, ...unreadTotals(this.#sql) });
@@ -108,6 +118,7 @@ export class UserInbox extends DurableObject<Env> {
   /** The client sends only `ping`, which the runtime answers: anything else is refused, and changes nothing. */
   override async webSocketMessage(ws: WebSocket, data: string | ArrayBuffer): Promise<void> {
     if (typeof data !== "string") return closeSocket(ws, 1003, "binary frames are not accepted");
+    ws.serializeAttachment({ lastSeenAt: Date.now() } satisfies Attachment);
     send(ws, { type: "error", code: "validation_failed", message: "The inbox socket takes only ping" });
   }
 
@@ -135,6 +146,21 @@ export class UserInbox extends DurableObject<Env> {
   /** Whether the ticket was issued by this inbox and is still valid; it is used up either way. */
   async redeemTicket(ticket: string): Promise<boolean> {
     return redeemTicket(this.#sql, ticket, Date.now()) === this.userId;
+  }
+
+  // ---- The alarm: closing silent sockets ---------------------------------------------------------------
+
+  /** A socket whose client sent nothing, not even `ping`, for two minutes is closed, so that it reconnects. */
+  override async alarm(): Promise<void> {
+    const now = Date.now();
+    for (const ws of this.ctx.getWebSockets()) {
+      const attachment = ws.deserializeAttachment() as Attachment | null;
+      const pinged = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
+      if (Math.max(attachment?.lastSeenAt ?? 0, pinged) + IDLE_SOCKET_MS <= now) {
+        closeSocket(ws, 1000, "no frame or ping for too long");
+      }
+    }
+    if (this.ctx.getWebSockets().length > 0) await this.ctx.storage.setAlarm(now + SWEEP_MS);
   }
 
   // ---- Helpers ------------------------------------------------------------------------------------------
