@@ -536,6 +536,28 @@ const scenarios = [
         const polled = listRequests[who].filter((t) => t >= since).length;
         assertEqual(polled, 0, `${who}'s list requests in ${Date.now() - since} ms`);
       }
+      // Both lists, live: carol starts a conversation with alice and bob, then writes into it; it comes to the
+      // top of both lists with a badge of 1, within a second of the 201, with no list request.
+      const group = await asCarol("POST", "/v1/conversations", { participantIds: ["alice", "bob"], title: "Plans" });
+      const onTop = (page) =>
+        page.waitForFunction(
+          (id) => {
+            const first = document.querySelector("#conversations li.conversation");
+            return first?.dataset.id === id && first.querySelector(".unread")?.textContent === "1" && Date.now();
+          },
+          group.id,
+          { timeout: 10_000, polling: 10 },
+        );
+      const both = [onTop(alice), onTop(bob)];
+      await asCarol("POST", `/v1/conversations/${group.id}/messages`, { content: "Friday?" });
+      const sentAt = Date.now();
+      const shown = await Promise.all(both.map(async (handle) => (await handle).jsonValue()));
+      const late = shown.map((t) => t - sentAt);
+      console.log(
+        `#   inbox: carol's new group on top of both lists with badge 1, ${late.join(" and ")} ms after the 201`,
+      );
+      for (const ms of late) assert(ms <= 1000, `a list took ${ms} ms after the 201 to show the group on top`);
+
       // One load per sign-in or page load: alice signed in once; bob signed in, then reloaded.
       console.log(`#   list loads over the run: alice ${listRequests.alice.length}, bob ${listRequests.bob.length}`);
       assertEqual(
