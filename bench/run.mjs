@@ -11,6 +11,7 @@ import { markdown, targets } from "./lib/report.mjs";
 import { ROOT, startNodeWs, startProduct } from "./lib/servers.mjs";
 import { d1Latency } from "./scenarios/d1-latency.mjs";
 import { HISTORY_SIZES, historyPages, historySeedSql } from "./scenarios/history.mjs";
+import { inboxScenario } from "./scenarios/inbox.mjs";
 import { conversationList, LIST_SIZES, listSeedSql } from "./scenarios/list.mjs";
 import { listFreshness } from "./scenarios/list-freshness.mjs";
 import { idleMemory } from "./scenarios/memory.mjs";
@@ -63,6 +64,10 @@ const SIZES = full
       list: { requests: 500 },
       d1Latency: { delayMs: 100, rate: 100, warmupMs: 2000, roundMs: 5000, rounds: 5 },
       listFreshness: { ...LIST_FRESHNESS, durationMs: 20_000, warmupMs: 2000 },
+      inbox: {
+        watcher: { conversations: 100, rate: 10, warmupMs: 2000, durationMs: 30_000 },
+        group: { members: 100, senders: 2, rate: 100, warmupMs: 2000, durationMs: 20_000 },
+      },
       memory: { sockets: 5000, rooms: 50 },
       reconnect: { sockets: 1000, missed: 100 },
     }
@@ -83,6 +88,11 @@ const SIZES = full
       list: { requests: 60 },
       d1Latency: { delayMs: 100, rate: 100, warmupMs: 1000, roundMs: 3000, rounds: 3 },
       listFreshness: { ...LIST_FRESHNESS, durationMs: 6000, warmupMs: 1000 },
+      // The inbox: one user in 100 conversations (10 msg/s across them), then a group of 100 (100 msg/s).
+      inbox: {
+        watcher: { conversations: 100, rate: 10, warmupMs: 1000, durationMs: 6000 },
+        group: { members: 100, senders: 2, rate: 100, warmupMs: 1000, durationMs: 4000 },
+      },
       memory: { sockets: 300, rooms: 3 },
       reconnect: { sockets: 1000, missed: 20 },
     };
@@ -206,6 +216,7 @@ async function main() {
     await step("history", () => historyPages(ctx, SIZES.history));
     await step("list", () => conversationList(ctx, SIZES.list));
     await step("list-freshness", () => listFreshness(ctx, SIZES.listFreshness));
+    await step("inbox", () => inboxScenario(ctx, SIZES.inbox));
     await step("d1-latency", () => d1Latency(ctx, SIZES.d1Latency));
   } finally {
     await nodeWs?.stop();

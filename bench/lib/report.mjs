@@ -75,6 +75,23 @@ export function targets({ results }) {
       : null,
     met: lfOk ? lf.freshnessMs.p99 <= 1000 && lf.unseen === 0 && lf.wrongPolls === 0 && lf.checks.ok : null,
   });
+  const ib = results.inbox;
+  const ibw = ib && !ib.error ? ib.watcher : null;
+  out.push({
+    target: "inbox frame p99 ≤ 1 s after the ack (1 user in 100 conversations, 10 msg/s across them)",
+    measured: ibw
+      ? `p99 ${ibw.frameLatencyMs.p99} ms, ${ibw.withinOneSecondPercent} % within 1 s${ibw.unseen ? `, ${ibw.unseen} never shown` : ""}${ibw.serverKeptUp ? "" : " (server behind its sends)"}`
+      : null,
+    met: ibw ? ibw.frameLatencyMs.p99 <= 1000 && ibw.unseen === 0 && ibw.checks.ok : null,
+  });
+  const ibg = ib && !ib.error ? ib.group : null;
+  out.push({
+    target: `room-to-inbox calls ≤ ${ibg?.designBoundPerMember ?? 2}/s per member (feeds ≥ ${ib?.coalesceMs ?? 250} ms apart, ≤ 200 calls/s per room), 100-member group at 100 msg/s`,
+    measured: ibg
+      ? `${ibg.callsPerMemberPerSecond.min}-${ibg.callsPerMemberPerSecond.max}/s per member, ${ibg.callsPerSecond}/s in all`
+      : null,
+    met: ibg ? ibg.callsPerMemberPerSecond.max <= ibg.designBoundPerMember && ibg.checks.ok : null,
+  });
   return out;
 }
 
@@ -84,7 +101,7 @@ function allChecks(/** @type {Record<string, any>} */ results) {
   const out = [];
   for (const [name, r] of Object.entries(results)) {
     if (!r || r.error) continue;
-    for (const who of ["ours", "floor", "node-ws", "delayed"])
+    for (const who of ["ours", "floor", "node-ws", "delayed", "watcher", "group"])
       if (r[who]?.checks) out.push([`${name} ${who}`, r[who].checks]);
     if (r.checks) out.push([name, r.checks]);
   }
@@ -169,6 +186,27 @@ export function markdown(report) {
       `| List freshness, 1 watcher in ${lf.conversations} conversations, ${fmt(lf.totalRate)} msg/s in all, a poll every ${lf.pollMs} ms: ack to list p50 / p99 / max ms (within 1 s) | ${lf.freshnessMs.p50} / ${lf.freshnessMs.p99} / ${lf.freshnessMs.max} (${lf.withinOneSecondPercent} %${lf.unseen ? `, ${lf.unseen} unseen` : ""}) | — | — | — |`,
     );
   }
+  const ib = r.inbox;
+  if (ib?.watcher) {
+    const w = ib.watcher;
+    const l = w.frameLatencyMs;
+    lines.push(
+      `| Inbox, 1 user in ${w.conversations} conversations, ${fmt(w.rate)} msg/s across them, 1 inbox socket: ack to inbox frame p50 / p99 / max ms (within 1 s) | ${l.p50} / ${l.p99} / ${l.max} (${w.withinOneSecondPercent} %${w.unseen ? `, ${w.unseen} never shown` : ""}) | — | — | — |`,
+    );
+    lines.push(
+      `| … inbox frames per message; calls into the user's inbox per second (growth of its version ÷ ${w.phaseSeconds} s) | ${fmt(w.framesPerMessage)}; ${fmt(w.callsPerSecond)} | — | — | — |`,
+    );
+  }
+  if (ib?.group) {
+    const g = ib.group;
+    const m = g.callsPerMemberPerSecond;
+    lines.push(
+      `| Inbox, ${g.members}-member group, ${fmt(g.rate)} msg/s from ${g.senders} members: room-to-inbox calls/s in all (per member min / median / max; ${g.designBoundPerMember}/s by design) | ${fmt(g.callsPerSecond)} (${m.min} / ${m.median} / ${m.max}) | — | — | — |`,
+    );
+    lines.push(
+      `| … one member's inbox socket: frames per message (messages per frame); ack to frame p50 / p99 / max ms (within 1 s); the sends' ack p50 / p99 ms | ${fmt(g.watchedFramesPerMessage)} (${fmt(g.messagesPerFrame)}); ${g.watchedFrameLatencyMs.p50} / ${g.watchedFrameLatencyMs.p99} / ${g.watchedFrameLatencyMs.max} (${g.watchedWithinOneSecondPercent} %${g.unseen ? `, ${g.unseen} never shown` : ""}); ${g.ackLatencyMs.p50} / ${g.ackLatencyMs.p99} | — | — | — |`,
+    );
+  }
   const mem = r.memory?.ours ? r.memory : null;
   if (mem) {
     // At or below zero, the figure is within the noise of a shared process's RSS: said so, not shown as a size.
@@ -204,7 +242,7 @@ export function markdown(report) {
   lines.push(
     bad.length === 0
       ? `Delivery and order: all ${checks.length} runs delivered 100 % with seq increasing at every receiver and no duplicates.`
-      : `Delivery and order FAILED in: ${bad.map(([n, c]) => `${n} (${c.deliveredPercent} % delivered, ${c.duplicates} duplicates, ${c.orderViolations} out of order, ${c.errorFrames} error frames)`).join("; ")}.`,
+      : `Delivery and order FAILED in: ${bad.map(([n, c]) => `${n} (${c.deliveredPercent} % delivered, ${c.duplicates} duplicates, ${c.orderViolations} out of order, ${c.errorFrames} error frames${c.inboxFailures?.length ? `; inbox: ${c.inboxFailures.join(", ")}` : ""})`).join("; ")}.`,
   );
   if (lf?.note) lines.push(`List freshness: ${lf.note}.`);
   const failed = Object.entries(r).filter(([, v]) => v?.error);
