@@ -351,6 +351,10 @@ describe("the inbox's routes and socket refuse what they should", () => {
     const bob = uniqueUser("bob");
     await expectError(await upgradeInbox(bob, { since: -1 }), 400, "validation_failed");
     await expectError(await call("/v1/inbox/ws?since=abc", { as: bob }), 426, "upgrade_required");
+    // X-User-Id is the Worker's to set: with bob's token and eve's name in it, it is bob's inbox.
+    const eve = uniqueUser("eve");
+    const spoofedUser = await connectInbox(bob, { headers: { "X-User-Id": eve } });
+    expect(spoofedUser.frames[0]).toMatchObject({ type: "inbox_ready", userId: bob });
     // A spoofed X-Since is not the client's to set: without `since`, nothing is replayed.
     const conv = await createConversation(uniqueUser("alice"), [bob]);
     await fed(conv.id);
