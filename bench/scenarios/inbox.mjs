@@ -194,6 +194,23 @@ class InboxSocket {
 }
 
 /** The user's `GET /v1/inbox`: version and unread totals. */
+/**
+ * What an inbox socket that only watched changes must not have seen: a version skipped, a lastSeq going
+ * back, a resync or removal, an error frame, or no answer to its ping.
+ * @param {{ versionGaps: number, seqBackwards: number, frames: Record<string, number>, errors: unknown[] }} socket
+ * @param {boolean} pong
+ */
+function socketFailures(socket, pong) {
+  const failures = [];
+  if (socket.versionGaps > 0) failures.push(`${socket.versionGaps} version gaps at the inbox socket`);
+  if (socket.seqBackwards > 0) failures.push(`${socket.seqBackwards} frames with an older lastSeq`);
+  if ((socket.frames.resync ?? 0) + (socket.frames.conversation_removed ?? 0) > 0)
+    failures.push("resync or conversation_removed frames");
+  if (socket.errors.length > 0) failures.push(`error frames: ${JSON.stringify(socket.errors)}`);
+  if (!pong) failures.push("no pong to ping");
+  return failures;
+}
+
 async function totals(/** @type {import("../run.mjs").Context} */ ctx, /** @type {string} */ user) {
   const res = await ctx.product.api("GET", "/v1/inbox", user);
   if (res.status !== 200) throw new Error(`GET /v1/inbox: ${res.status} ${JSON.stringify(res.body)}`);
@@ -410,12 +427,7 @@ async function watcherInMany(ctx, { conversations, rate, warmupMs, durationMs })
       failures.push(`GET /v1/inbox unreadTotal ${after.unreadTotal}, expected ${unreadExpected}`);
     if (wrongUnreadCount > 0) failures.push(`${wrongUnreadCount} conversations whose last unreadCount is not lastSeq`);
     if (frames !== growth) failures.push(`${frames} frames but the version grew by ${growth}`);
-    if (socket.versionGaps > 0) failures.push(`${socket.versionGaps} version gaps at the inbox socket`);
-    if (socket.seqBackwards > 0) failures.push(`${socket.seqBackwards} frames with an older lastSeq`);
-    if ((socket.frames.resync ?? 0) + (socket.frames.conversation_removed ?? 0) > 0)
-      failures.push("resync or conversation_removed frames");
-    if (socket.errors.length > 0) failures.push(`error frames: ${JSON.stringify(socket.errors)}`);
-    if (!pong) failures.push("no pong to ping");
+    failures.push(...socketFailures(socket, pong));
 
     Object.assign(result, {
       messages: count,
@@ -533,12 +545,7 @@ async function bigGroup(ctx, { members, senders: senderCount, rate, warmupMs, du
     if (wrongUnread > 0) failures.push(`${wrongUnread} non-sending members whose unreadTotal is not ${lastSeq}`);
     if (frames !== watchedGrowth)
       failures.push(`${frames} frames at the watched member but its version grew by ${watchedGrowth}`);
-    if (socket.versionGaps > 0) failures.push(`${socket.versionGaps} version gaps at the inbox socket`);
-    if (socket.seqBackwards > 0) failures.push(`${socket.seqBackwards} frames with an older lastSeq`);
-    if ((socket.frames.resync ?? 0) + (socket.frames.conversation_removed ?? 0) > 0)
-      failures.push("resync or conversation_removed frames");
-    if (socket.errors.length > 0) failures.push(`error frames: ${JSON.stringify(socket.errors)}`);
-    if (!pong) failures.push("no pong to ping");
+    failures.push(...socketFailures(socket, pong));
 
     Object.assign(result, {
       messages: count,
