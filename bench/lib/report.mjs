@@ -96,7 +96,7 @@ export function targets({ results }) {
 }
 
 /** Every run's delivery and order checks, flattened: [name, checks]. */
-function allChecks(/** @type {Record<string, any>} */ results) {
+export function allChecks(/** @type {Record<string, any>} */ results) {
   /** @type {[string, any][]} */
   const out = [];
   for (const [name, r] of Object.entries(results)) {
