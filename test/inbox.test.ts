@@ -4,6 +4,7 @@ import { drizzle } from "drizzle-orm/d1";
 import { describe, expect, it } from "vitest";
 import { insertConversation } from "../src/db/conversations";
 import type { UserInbox } from "../src/inbox/inbox";
+import type { ConversationRoom } from "../src/room/room";
 import type { ConversationDto, InboxFrame } from "../src/schemas";
 import { call, createConversation, expectError, fed, inRoomSql, projected, roomStub, uniqueUser } from "./helpers";
 import { connectInbox, type TestSocket, upgradeInbox } from "./socket";
@@ -233,6 +234,30 @@ describe("the inbox: one socket per user keeps the conversation list live", () =
     await stub.deliver([{ kind: "conversation", conversation: { ...shared, rev: shared.rev - 1, lastSeq: 0 } }]);
     expect(await catchUp(inbox, 0)).toEqual([]);
     expect(await totals(bob)).toEqual(before);
+  });
+
+  it("keeps feeding while one member's inbox fails, and that member catches up once it answers again", async () => {
+    const [alice, bob, carol] = [uniqueUser("alice"), uniqueUser("bob"), uniqueUser("carol")];
+    const conv = await createConversation(alice, [bob, carol]);
+    await fed(conv.id);
+    const bobs = await connectInbox(bob);
+    const carols = await connectInbox(carol);
+    let refused = 0;
+    await runInDurableObject(roomStub(conv.id), (room: ConversationRoom) => {
+      const real = room.inboxOf;
+      room.inboxOf = (userId) =>
+        userId === bob && refused++ < 2
+          ? { deliver: () => Promise.reject(new Error("inbox unreachable")) }
+          : real(userId);
+    });
+    expect((await send(conv.id, alice, "through a failing feed")).status).toBe(201);
+    // Carol's inbox took the first attempt; bob's gets it from a retry, after two refusals.
+    expect((await frameOf(carols, conv.id, (f) => f.conversation.lastSeq === 1))?.conversation.unreadCount).toBe(1);
+    expect((await frameOf(bobs, conv.id, (f) => f.conversation.lastSeq === 1))?.conversation.unreadCount).toBe(1);
+    expect(refused).toBeGreaterThanOrEqual(2);
+    await fed(conv.id);
+    // The retries reached carol again; she saw that message once.
+    expect(carols.of("conversation").filter((f) => f.conversation.lastSeq === 1)).toHaveLength(1);
   });
 
   it("ends equal to a fresh list load, whatever the order of a list load and the frames (the merge rule)", async () => {

@@ -73,6 +73,12 @@ export interface InboxFeed {
   deliveries: { userId: string; change: InboxChange }[];
 }
 
+/** Whether some inbox lacks the conversation's current version (a new room has none yet). */
+export function inboxesBehind(sql: SqlStorage): boolean {
+  const rev = sql.exec<{ rev: number }>("SELECT rev FROM conversation").toArray()[0]?.rev;
+  return rev !== undefined && metaNumber(sql, "inbox_version") < rev;
+}
+
 /** The inbox feed due, or null when every inbox has the conversation's current version. */
 export function inboxFeed(sql: SqlStorage, conversation: RoomConversation): InboxFeed | null {
   const fed = metaNumber(sql, "inbox_version");

@@ -3,7 +3,7 @@ import type { Db } from "../db/conversations";
 import { directory } from "../db/directory";
 import { applyProjection } from "../db/projection";
 import { canRemoveParticipant, type ParticipantRow, toConversation, toParticipant } from "../domain/conversations";
-import { feedSpacingMs } from "../domain/inbox";
+import { feedSpacingMs, type InboxChange } from "../domain/inbox";
 import {
   ABUSE_STRIKES,
   type Bucket,
@@ -53,7 +53,16 @@ import {
   removeParticipant,
   type Write,
 } from "./log";
-import { delivered, failed, inboxesFed, inboxFeed, PUMP_COALESCE_MS, projectionOf, waitingVersion } from "./outbox";
+import {
+  delivered,
+  failed,
+  inboxesBehind,
+  inboxesFed,
+  inboxFeed,
+  PUMP_COALESCE_MS,
+  projectionOf,
+  waitingVersion,
+} from "./outbox";
 import { Typing } from "./presence";
 import { Receipts } from "./receipts";
 import { migrate } from "./schema";
@@ -90,6 +99,8 @@ const fail = (error: ApiError): RoomResult<never> => ({
 export class ConversationRoom extends DurableObject<Env> {
   /** The directory; a field so that a test can put a failing one in its place. */
   db: Db;
+  /** A member's inbox, by user id; a field, as `db`, for tests of failing deliveries. */
+  inboxOf: (userId: string) => { deliver(changes: InboxChange[]): Promise<void> };
   readonly #limits: Limits;
   readonly #sql: SqlStorage;
   readonly #sockets: Sockets;
@@ -116,6 +127,7 @@ export class ConversationRoom extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.db = directory(env);
+    this.inboxOf = (userId) => env.INBOXES.getByName(userId);
     this.#limits = readLimits(env);
     this.#sql = ctx.storage.sql;
     migrate(ctx.storage);
@@ -604,7 +616,7 @@ export class ConversationRoom extends DurableObject<Env> {
     if (stored.length > 0) this.#schedulePush(stored.at(-1)?.message.seq ?? 0);
   }
 
-  /** Something was committed: D1 and the inboxes learn it within the coalescing delay; delivered receipts within a second. */
+  /** Something was committed: D1 and the inboxes learn it within the coalescing delay, delivered receipts in 1 s. */
   #changed(deliveredMoved: boolean): void {
     const now = Date.now();
     this.#wakeAt(Math.max(now + PUMP_COALESCE_MS, this.#pumpNotBefore));
@@ -655,8 +667,7 @@ export class ConversationRoom extends DurableObject<Env> {
     const typing = this.#typing.nextExpiry();
     if (typing !== null) this.#wakeAt(typing);
     if (waitingVersion(this.#sql) !== null) this.#wakeAt(Math.max(later, this.#pumpNotBefore));
-    const conversation = readConversation(this.#sql);
-    if (conversation && inboxFeed(this.#sql, conversation)) this.#wakeAt(Math.max(later, this.#feedNotBefore));
+    if (inboxesBehind(this.#sql)) this.#wakeAt(Math.max(later, this.#feedNotBefore));
     if (this.#sockets.all().size > 0) this.#wakeAt(Date.now() + SWEEP_MS);
   }
 
@@ -703,7 +714,15 @@ export class ConversationRoom extends DurableObject<Env> {
         const feed = conversation && inboxFeed(this.#sql, conversation);
         if (!feed) return;
         const started = Date.now();
-        await Promise.all(feed.deliveries.map((d) => this.env.INBOXES.getByName(d.userId).deliver([d.change])));
+        // Every call settles before the next feed can start; a failed one makes the whole feed a retry (the
+        // inboxes that took it ignore it then: it is not newer than what they have).
+        const calls = feed.deliveries.map((d) => this.inboxOf(d.userId).deliver([d.change]));
+        const failures = (await Promise.allSettled(calls)).filter((r) => r.status === "rejected");
+        if (failures.length > 0)
+          throw new AggregateError(
+            failures.map((f) => f.reason),
+            "inbox deliveries failed",
+          );
         inboxesFed(this.#sql, feed.version);
         this.#feedNotBefore = started + feedSpacingMs(feed.deliveries.length, PUMP_COALESCE_MS);
       } catch (err) {
