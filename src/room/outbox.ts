@@ -54,14 +54,15 @@ export function delivered(sql: SqlStorage, version: number): void {
   sql.exec("DELETE FROM meta WHERE key = 'pump_failures'");
 }
 
-/** The two consumers of the outbox, each with its own backoff. */
-export type Consumer = "pump" | "inboxes";
+/** After `failures` failures in a row: when to try again (exponential backoff, at most 30 s). */
+const backoffUntil = (now: number, failures: number) =>
+  now + Math.min(MAX_BACKOFF_MS, PUMP_COALESCE_MS * 2 ** failures);
 
-/** A consumer failed: when to try again (exponential backoff, at most 30 s). */
-export function failed(sql: SqlStorage, now: number, consumer: Consumer = "pump"): number {
-  const failures = metaNumber(sql, `${consumer}_failures`) + 1;
-  sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", `${consumer}_failures`, failures);
-  return now + Math.min(MAX_BACKOFF_MS, PUMP_COALESCE_MS * 2 ** failures);
+/** A pump failed: when to try again. */
+export function failed(sql: SqlStorage, now: number): number {
+  const failures = metaNumber(sql, "pump_failures") + 1;
+  sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('pump_failures', ?)", failures);
+  return backoffUntil(now, failures);
 }
 
 const metaNumber = (sql: SqlStorage, key: string) =>
@@ -96,11 +97,54 @@ export function inboxFeed(sql: SqlStorage, conversation: RoomConversation): Inbo
   };
 }
 
-/** Every inbox has every version up to `version`. */
+/** Every inbox has been sent every version up to `version` (those whose call failed are lagging). */
 export function inboxesFed(sql: SqlStorage, version: number): void {
   sql.exec(
     "INSERT OR REPLACE INTO meta (key, value) VALUES ('inbox_version', max(?, coalesce((SELECT value FROM meta WHERE key = 'inbox_version'), 0)))",
     version,
   );
-  sql.exec("DELETE FROM meta WHERE key = 'inboxes_failures'");
+}
+
+// An inbox whose call failed lags on its own: the feed goes on for the others, and the lagging one is sent
+// the conversation as it stands (or its removal) again, with its own backoff, until it takes it.
+
+/** The lagging inboxes due for another try, each with what it is to be told now. */
+export function laggingDue(
+  sql: SqlStorage,
+  conversation: RoomConversation,
+  now: number,
+): { userId: string; change: InboxChange }[] {
+  const due = sql
+    .exec<{ userId: string }>("SELECT user_id AS userId FROM inbox_lagging WHERE not_before <= ?", now)
+    .toArray();
+  if (due.length === 0) return [];
+  const shared = toSharedConversation(conversationRow(sql, conversation), readParticipants(sql, conversation.id));
+  const members = new Set(shared.participants.map((p) => p.userId));
+  const removed: InboxChange = { kind: "removed", conversationId: conversation.id, rev: conversation.rev };
+  return due.map(({ userId }) => ({
+    userId,
+    change: members.has(userId) ? { kind: "conversation", conversation: shared } : removed,
+  }));
+}
+
+/** The next time a lagging inbox is due, or null when none lags. */
+export function nextLaggingAt(sql: SqlStorage): number | null {
+  return sql.exec<{ at: number | null }>("SELECT min(not_before) AS at FROM inbox_lagging").one().at ?? null;
+}
+
+/** After a feed: those whose call failed lag (once more), those who took it are caught up. */
+export function settleInboxes(sql: SqlStorage, took: string[], refused: string[], now: number): void {
+  for (const userId of took) sql.exec("DELETE FROM inbox_lagging WHERE user_id = ?", userId);
+  for (const userId of refused) {
+    const row = sql
+      .exec<{ failures: number }>("SELECT failures FROM inbox_lagging WHERE user_id = ?", userId)
+      .toArray()[0];
+    const failures = (row?.failures ?? 0) + 1;
+    sql.exec(
+      "INSERT OR REPLACE INTO inbox_lagging (user_id, failures, not_before) VALUES (?, ?, ?)",
+      userId,
+      failures,
+      backoffUntil(now, failures),
+    );
+  }
 }

@@ -59,8 +59,11 @@ import {
   inboxesBehind,
   inboxesFed,
   inboxFeed,
+  laggingDue,
+  nextLaggingAt,
   PUMP_COALESCE_MS,
   projectionOf,
+  settleInboxes,
   waitingVersion,
 } from "./outbox";
 import { Typing } from "./presence";
@@ -81,6 +84,8 @@ interface Pending {
 
 /** At most this many writes share one local transaction. */
 const MAX_GROUP = 128;
+/** After a feed of the inboxes failed for a reason other than a call (a bug): when to try again. */
+const FEED_RETRY_MS = 30_000;
 /** While sockets are open, the room wakes at least this often to find dead ones. */
 const SWEEP_MS = 60_000;
 
@@ -116,7 +121,7 @@ export class ConversationRoom extends DurableObject<Env> {
   /** Not before this time after a failed pump (backoff). */
   #pumpNotBefore = 0;
   #feeding: Promise<void> | undefined;
-  /** Not before this time: the spacing after a feed of the inboxes, or the backoff after a failed one. */
+  /** Not before this time: the spacing after a feed of the inboxes (or a delay after a bug in one). */
   #feedNotBefore = 0;
   #alarmAt: number | null = null;
   #buckets = new Map<string, Bucket>();
@@ -668,6 +673,8 @@ export class ConversationRoom extends DurableObject<Env> {
     if (typing !== null) this.#wakeAt(typing);
     if (waitingVersion(this.#sql) !== null) this.#wakeAt(Math.max(later, this.#pumpNotBefore));
     if (inboxesBehind(this.#sql)) this.#wakeAt(Math.max(later, this.#feedNotBefore));
+    const lagging = nextLaggingAt(this.#sql);
+    if (lagging !== null) this.#wakeAt(Math.max(lagging, this.#feedNotBefore));
     if (this.#sockets.all().size > 0) this.#wakeAt(Date.now() + SWEEP_MS);
   }
 
@@ -705,30 +712,34 @@ export class ConversationRoom extends DurableObject<Env> {
   /**
    * Tells every member's inbox the conversation as it stands, and those who left that they did, for all the
    * versions since the last feed at once: a busy room calls each inbox at most once per coalescing delay, and
-   * a room of many members less often (feedSpacingMs).
+   * a room of many members less often (feedSpacingMs). An inbox whose call fails lags on its own and is tried
+   * again with backoff, with whatever is current then; the others are not held back.
    */
   #feedInboxes(): Promise<void> {
     this.#feeding ??= (async () => {
       try {
         const conversation = readConversation(this.#sql);
-        const feed = conversation && inboxFeed(this.#sql, conversation);
-        if (!feed) return;
+        if (!conversation) return;
         const started = Date.now();
-        // Every call settles before the next feed can start; a failed one makes the whole feed a retry (the
-        // inboxes that took it ignore it then: it is not newer than what they have).
-        const calls = feed.deliveries.map((d) => this.inboxOf(d.userId).deliver([d.change]));
-        const failures = (await Promise.allSettled(calls)).filter((r) => r.status === "rejected");
-        if (failures.length > 0)
-          throw new AggregateError(
-            failures.map((f) => f.reason),
-            "inbox deliveries failed",
-          );
-        inboxesFed(this.#sql, feed.version);
-        this.#feedNotBefore = started + feedSpacingMs(feed.deliveries.length, PUMP_COALESCE_MS);
+        const feed = inboxFeed(this.#sql, conversation);
+        const fresh = new Set(feed?.deliveries.map((d) => d.userId));
+        const retries = laggingDue(this.#sql, conversation, started).filter((d) => !fresh.has(d.userId));
+        const deliveries = [...(feed?.deliveries ?? []), ...retries];
+        if (deliveries.length === 0) return;
+        // Every call settles before the next feed can start.
+        const results = await Promise.allSettled(deliveries.map((d) => this.inboxOf(d.userId).deliver([d.change])));
+        const refused = deliveries.filter((_, i) => results[i]?.status === "rejected").map((d) => d.userId);
+        for (const r of results) if (r.status === "rejected") console.error("inbox delivery failed", r.reason);
+        const took = deliveries.map((d) => d.userId).filter((u) => !refused.includes(u));
+        this.ctx.storage.transactionSync(() => {
+          if (feed) inboxesFed(this.#sql, feed.version);
+          settleInboxes(this.#sql, took, refused, Date.now());
+        });
+        if (feed) this.#feedNotBefore = started + feedSpacingMs(feed.deliveries.length, PUMP_COALESCE_MS);
       } catch (err) {
+        // Not a failed call (those lag above): a bug. Try again later rather than in a loop.
         console.error("inbox feed failed", err);
-        this.#feedNotBefore = failed(this.#sql, Date.now(), "inboxes");
-        this.#wakeAt(this.#feedNotBefore);
+        this.#feedNotBefore = Date.now() + FEED_RETRY_MS;
       } finally {
         this.#feeding = undefined;
       }

@@ -47,6 +47,11 @@ const MIGRATIONS: Migrations = [
   [
     // The version that removed each departed user: their inbox is told once, when the feed reaches it.
     "ALTER TABLE departed ADD COLUMN rev INTEGER NOT NULL DEFAULT 0",
+    // Inboxes whose last delivery failed: retried on their own, with backoff, without holding the others back.
+    `CREATE TABLE inbox_lagging (
+       user_id TEXT PRIMARY KEY,
+       failures INTEGER NOT NULL,
+       not_before INTEGER NOT NULL)`,
   ],
 ];
 
