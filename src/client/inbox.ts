@@ -1,4 +1,5 @@
 import type { InboxFrame } from "../schemas";
+import { reconnectDelayMs, wakeableSleep } from "./backoff";
 import { ChatApiError, type ChatClient, type Conversation } from "./rest";
 import { browserConnector, type SocketConnector, type SocketStatus, type WebSocketLike } from "./socket";
 
@@ -154,15 +155,9 @@ export class InboxSocket {
         attempt = 0;
         continue;
       }
-      const { initialMs, maxMs } = this.#options.backoff;
-      const base = Math.min(maxMs, initialMs * 2 ** attempt) * (closeCode === 4429 ? 4 : 1);
-      attempt++;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, base * (0.5 + Math.random() * 0.5));
-        this.#wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
+      const delay = reconnectDelayMs(this.#options.backoff, attempt++, closeCode);
+      await wakeableSleep(delay, (wake) => {
+        this.#wake = wake;
       });
       this.#wake = undefined;
     }

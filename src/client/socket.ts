@@ -1,4 +1,5 @@
 import type { ServerFrame } from "../schemas";
+import { reconnectDelayMs, wakeableSleep } from "./backoff";
 import { ChatApiError, type ChatClient, type Message, type Participant } from "./rest";
 
 /** The part of a WebSocket the conversation socket uses: the browser's, Node's, and workerd's all fit. */
@@ -208,15 +209,9 @@ export class ConversationSocket {
         attempt = 0;
         continue;
       }
-      const { initialMs, maxMs } = this.#options.backoff;
-      const base = Math.min(maxMs, initialMs * 2 ** attempt) * (closeCode === 4429 ? 4 : 1);
-      attempt++;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, base * (0.5 + Math.random() * 0.5));
-        this.#wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
+      const delay = reconnectDelayMs(this.#options.backoff, attempt++, closeCode);
+      await wakeableSleep(delay, (wake) => {
+        this.#wake = wake;
       });
       this.#wake = undefined;
     }
