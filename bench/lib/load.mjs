@@ -22,6 +22,23 @@ export function percentiles(/** @type {hdr.Histogram} */ h) {
   };
 }
 
+/**
+ * The first index of `sorted` (ascending) whose value is `value` or more; `sorted.length` when none is: when
+ * a stream of growing lastSeqs first showed a seq.
+ * @param {number[]} sorted
+ * @param {number} value
+ */
+export function firstAtLeast(sorted, value) {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (/** @type {number} */ (sorted[mid]) >= value) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
 let runs = 0;
 const PAD = "x".repeat(48);
 

@@ -18,7 +18,7 @@
 // at the watched socket: the span in which the feeds of its messages were applied.
 import WebSocket from "ws";
 import { closeAll, connectAll, now, users } from "../lib/clients.mjs";
-import { histogram, openLoop, percentiles, Run } from "../lib/load.mjs";
+import { firstAtLeast, histogram, openLoop, percentiles, Run } from "../lib/load.mjs";
 import { cpuMeter, round, sleep } from "../lib/proc.mjs";
 import { startProfile } from "../lib/profiler.mjs";
 import { mergeChecks, sumCpu } from "./realtime.mjs";
@@ -165,14 +165,8 @@ class InboxSocket {
     const s = this.seen.get(conversationId);
     if (!s) return null;
     // The lastSeqs kept only grow.
-    let lo = 0;
-    let hi = s.seq.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (/** @type {number} */ (s.seq[mid]) >= seq) hi = mid;
-      else lo = mid + 1;
-    }
-    return lo === s.seq.length ? null : /** @type {number} */ (s.at[lo]);
+    const i = firstAtLeast(s.seq, seq);
+    return i === s.seq.length ? null : /** @type {number} */ (s.at[i]);
   }
 
   /** Sends the literal `ping` and waits (bounded) for the runtime's `pong`. */

@@ -5,7 +5,7 @@
 // message: the time from its ack to the first list response (as received) showing its conversation's lastSeq
 // at or past the message's seq. A message no response showed before the end of the polling counts as unseen.
 import { closeAll, connectAll, now } from "../lib/clients.mjs";
-import { histogram, percentiles, Run } from "../lib/load.mjs";
+import { firstAtLeast, histogram, percentiles, Run } from "../lib/load.mjs";
 import { cpuMeter, round, sleep } from "../lib/proc.mjs";
 import { startProfile } from "../lib/profiler.mjs";
 import { mergeChecks } from "./realtime.mjs";
@@ -117,18 +117,12 @@ export async function listFreshness(ctx, { conversations, ratePerConversation, d
       const s = /** @type {{ at: number[], seq: number[] }} */ (seen[/** @type {number} */ (acks.conversation[k])]);
       const seq = /** @type {number} */ (acks.seq[k]);
       // The first poll that showed seq or later (the polls' lastSeq only grow).
-      let lo = 0;
-      let hi = s.seq.length;
-      while (lo < hi) {
-        const mid = (lo + hi) >> 1;
-        if (/** @type {number} */ (s.seq[mid]) >= seq) hi = mid;
-        else lo = mid + 1;
-      }
-      if (lo === s.seq.length) {
+      const i = firstAtLeast(s.seq, seq);
+      if (i === s.seq.length) {
         unseen++;
         continue;
       }
-      const ms = Math.max(0, /** @type {number} */ (s.at[lo]) - /** @type {number} */ (acks.at[k]));
+      const ms = Math.max(0, /** @type {number} */ (s.at[i]) - /** @type {number} */ (acks.at[k]));
       freshness.recordValue(Math.round(ms * 1000));
       if (ms <= 1000) withinSecond++;
     }
