@@ -78,7 +78,21 @@ describe("inbox tickets", () => {
   it("name their user and carry the secret, and anything else is no ticket", () => {
     const ticket = inboxTicket("bob.smith@example.com", "s3cr3t_-");
     expect(parseInboxTicket(ticket)).toEqual({ userId: "bob.smith@example.com", secret: "s3cr3t_-" });
-    for (const bad of ["", ".", "abc", "a.b.c", "a b.c", `${"a".repeat(201)}.x`, "YWxpY2U.", "!!.x"]) {
+    // Not a user id once decoded: "a b" and "x|y" (space and bar are not allowed), and 129 characters.
+    const named = (id: string) => inboxTicket(id, "s");
+    for (const bad of [
+      "",
+      ".",
+      "abc",
+      "a.b.c",
+      "a b.c",
+      `${"a".repeat(201)}.x`,
+      "YWxpY2U.",
+      "!!.x",
+      named("a b"),
+      named("x|y"),
+      named("u".repeat(129)),
+    ]) {
       expect(parseInboxTicket(bad)).toBeNull();
     }
   });

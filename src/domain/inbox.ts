@@ -1,3 +1,4 @@
+import { USER_ID } from "../schemas";
 import type { SharedConversation } from "./conversations";
 
 // What a user's inbox learns from the rooms, and how it decides. Pure: the inbox's storage applies it.
@@ -74,9 +75,12 @@ export function inboxTicket(userId: string, secret: string): string {
 export function parseInboxTicket(ticket: string): { userId: string; secret: string } | null {
   const match = /^([A-Za-z0-9_-]{1,200})\.([A-Za-z0-9_-]{1,100})$/.exec(ticket);
   if (!match?.[1] || !match[2]) return null;
+  let userId: string;
   try {
-    return { userId: atob(match[1].replaceAll("-", "+").replaceAll("_", "/")), secret: match[2] };
+    userId = atob(match[1].replaceAll("-", "+").replaceAll("_", "/"));
   } catch {
     return null;
   }
+  // A name no user can have wakes no inbox.
+  return USER_ID.test(userId) ? { userId, secret: match[2] } : null;
 }
