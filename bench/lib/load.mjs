@@ -182,6 +182,37 @@ export class Run {
 }
 
 /**
+ * Open loop over several conversations: message k of the schedule goes to conversation (offset + k) mod n at
+ * start + k / rate, sent by that conversation's first client, numbered within its run, so that the
+ * conversations' sends interleave evenly rather than in bursts.
+ * @param {Run[]} runs one per conversation
+ * @param {{ rate: number, count: number, offset: number }} options
+ * @returns {Promise<number>} when the first message was scheduled, once the last one has been sent
+ */
+export function spreadOver(runs, { rate, count, offset }) {
+  const n = runs.length;
+  const interval = 1000 / rate;
+  const start = now() + 5;
+  let k = 0;
+  return new Promise((resolve) => {
+    const tick = () => {
+      const t = now();
+      while (k < count && start + k * interval <= t) {
+        const run = /** @type {Run} */ (runs[(offset + k) % n]);
+        run.send(/** @type {import("./clients.mjs").Client} */ (run.clients[0]), run.sent, start + k * interval);
+        k++;
+      }
+      if (k >= count || now() - start > (count / rate) * 1000 + 60_000) {
+        resolve(start);
+        return;
+      }
+      setTimeout(tick, Math.max(0, start + k * interval - now() - 0.5));
+    };
+    tick();
+  });
+}
+
+/**
  * Open loop: message i is scheduled at start + i / rate, sent by the next sender in turn, whatever the server
  * is doing. Resolves when the last one has been sent.
  * @param {Run} run

@@ -18,7 +18,7 @@
 // at the watched socket: the span in which the feeds of its messages were applied.
 import WebSocket from "ws";
 import { closeAll, connectAll, now, users } from "../lib/clients.mjs";
-import { firstAtLeast, histogram, openLoop, percentiles, Run } from "../lib/load.mjs";
+import { firstAtLeast, histogram, openLoop, percentiles, Run, spreadOver } from "../lib/load.mjs";
 import { cpuMeter, round, sleep } from "../lib/proc.mjs";
 import { startProfile } from "../lib/profiler.mjs";
 import { mergeChecks, sumCpu } from "./realtime.mjs";
@@ -282,36 +282,6 @@ function frameLatency(acks, socket, rooms) {
 }
 
 /**
- * Open loop over several conversations: message k of the schedule goes to conversation (offset + k) mod n at
- * start + k / rate, sent by that conversation's first client, numbered within its run.
- * @param {Run[]} runs one per conversation
- * @param {{ rate: number, count: number, offset: number }} options
- * @returns {Promise<number>} when the first message was scheduled, once the last one has been sent
- */
-function spread(runs, { rate, count, offset }) {
-  const n = runs.length;
-  const interval = 1000 / rate;
-  const start = now() + 5;
-  let k = 0;
-  return new Promise((resolve) => {
-    const tick = () => {
-      const t = now();
-      while (k < count && start + k * interval <= t) {
-        const run = /** @type {Run} */ (runs[(offset + k) % n]);
-        run.send(/** @type {import("../lib/clients.mjs").Client} */ (run.clients[0]), run.sent, start + k * interval);
-        k++;
-      }
-      if (k >= count || now() - start > (count / rate) * 1000 + 60_000) {
-        resolve(start);
-        return;
-      }
-      setTimeout(tick, Math.max(0, start + k * interval - now() - 0.5));
-    };
-    tick();
-  });
-}
-
-/**
  * Part 1: a watcher in many conversations of 2, one inbox socket, the other members sending.
  * @param {import("../run.mjs").Context} ctx
  * @param {InboxSizes["watcher"]} options
@@ -364,7 +334,7 @@ async function watcherInMany(ctx, { conversations, rate, warmupMs, durationMs })
     // Warm-up at the same rate, not measured; then a second for its feeds to be done.
     const warmCount = Math.round((rate * warmupMs) / 1000);
     const warm = clients.map((c) => new Run([c], Math.ceil(warmCount / conversations) + 1));
-    await spread(warm, { rate, count: warmCount, offset: 0 });
+    await spreadOver(warm, { rate, count: warmCount, offset: 0 });
     await Promise.all(warm.map((run) => run.settle()));
     const warmChecks = warm.map((run) => run.finish());
     await sleep(1000);
@@ -380,7 +350,7 @@ async function watcherInMany(ctx, { conversations, rate, warmupMs, durationMs })
     const meter = cpuMeter(target.serverPids);
     const profiler = ctx.profile ? await startProfile(ctx.server.inspectorPort) : null;
     // Where the warm-up stopped: the measured messages go on to the next conversations.
-    const phaseStart = await spread(runs, { rate, count, offset: warmCount % conversations });
+    const phaseStart = await spreadOver(runs, { rate, count, offset: warmCount % conversations });
     const profile = await profiler?.stop("inbox-watcher");
     if (profile) ctx.log(`  profile: ${profile.path}`);
     const settled = (await Promise.all(runs.map((run) => run.settle()))).every(Boolean);

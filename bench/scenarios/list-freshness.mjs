@@ -5,7 +5,7 @@
 // message: the time from its ack to the first list response (as received) showing its conversation's lastSeq
 // at or past the message's seq. A message no response showed before the end of the polling counts as unseen.
 import { closeAll, connectAll, now } from "../lib/clients.mjs";
-import { firstAtLeast, histogram, percentiles, Run } from "../lib/load.mjs";
+import { firstAtLeast, histogram, percentiles, Run, spreadOver } from "../lib/load.mjs";
 import { cpuMeter, round, sleep } from "../lib/proc.mjs";
 import { startProfile } from "../lib/profiler.mjs";
 import { mergeChecks } from "./realtime.mjs";
@@ -46,7 +46,7 @@ export async function listFreshness(ctx, { conversations, ratePerConversation, d
   try {
     // Warm-up at the same rate, not measured (and its messages' projections are out of D1's way before).
     const warm = clients.map((c) => new Run([c], Math.ceil((ratePerConversation * warmupMs) / 1000)));
-    await interleaved(warm, ratePerConversation, warmupMs);
+    await interleaved(warm, ratePerConversation);
     await Promise.all(warm.map((run) => run.settle()));
     for (const run of warm) run.finish();
     await sleep(1000);
@@ -101,7 +101,7 @@ export async function listFreshness(ctx, { conversations, ratePerConversation, d
     })();
     const meter = cpuMeter(target.serverPids);
     const profiler = ctx.profile ? await startProfile(ctx.server.inspectorPort) : null;
-    await interleaved(runs, ratePerConversation, durationMs);
+    await interleaved(runs, ratePerConversation);
     const profile = await profiler?.stop("list-freshness");
     if (profile) ctx.log(`  profile: ${profile.path}`);
     const settled = (await Promise.all(runs.map((run) => run.settle()))).every(Boolean);
@@ -159,37 +159,10 @@ export async function listFreshness(ctx, { conversations, ratePerConversation, d
   return result;
 }
 
-/**
- * Open loop over several conversations at once: message k of the whole schedule goes to conversation
- * k mod n at start + k / (n * rate), so that the conversations' sends interleave evenly rather than in bursts.
- * @param {Run[]} runs one per conversation, its first client the sender
- * @param {number} ratePerConversation
- * @param {number} durationMs
- */
-function interleaved(runs, ratePerConversation, durationMs) {
-  const n = runs.length;
-  const count = Math.min(...runs.map((run) => run.capacity)) * n;
-  const interval = 1000 / (ratePerConversation * n);
-  const start = now() + 5;
-  let k = 0;
-  return new Promise((resolve) => {
-    const tick = () => {
-      const t = now();
-      while (k < count && start + k * interval <= t) {
-        const run = /** @type {Run} */ (runs[k % n]);
-        run.send(
-          /** @type {import("../lib/clients.mjs").Client} */ (run.clients[0]),
-          Math.floor(k / n),
-          start + k * interval,
-        );
-        k++;
-      }
-      if (k >= count || now() - start > durationMs + 60_000) {
-        resolve(undefined);
-        return;
-      }
-      setTimeout(tick, Math.max(0, start + k * interval - now() - 0.5));
-    };
-    tick();
+/** The conversations' sends, interleaved evenly: each conversation at `ratePerConversation`, as many as they take. */
+const interleaved = (/** @type {Run[]} */ runs, /** @type {number} */ ratePerConversation) =>
+  spreadOver(runs, {
+    rate: ratePerConversation * runs.length,
+    count: Math.min(...runs.map((run) => run.capacity)) * runs.length,
+    offset: 0,
   });
-}
