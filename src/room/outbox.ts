@@ -68,9 +68,13 @@ export function failed(sql: SqlStorage, now: number): number {
 const metaNumber = (sql: SqlStorage, key: string) =>
   Number(sql.exec<{ value: number | null }>("SELECT value FROM meta WHERE key = ?", key).toArray()[0]?.value ?? 0);
 
-/** What each inbox is told now: the conversation as it stands to every member, its removal to those who left. */
+/**
+ * What the inboxes are told now: the conversation as it stands, to every member when some version has not
+ * been sent yet (`version`), and to the lagging inboxes due for another try; its removal to those not in it.
+ */
 export interface InboxFeed {
-  version: number;
+  /** The version this feed brings every inbox to; null when it only retries lagging ones. */
+  version: number | null;
   deliveries: { userId: string; change: InboxChange }[];
 }
 
@@ -80,20 +84,29 @@ export function inboxesBehind(sql: SqlStorage): boolean {
   return rev !== undefined && metaNumber(sql, "inbox_version") < rev;
 }
 
-/** The inbox feed due, or null when every inbox has the conversation's current version. */
-export function inboxFeed(sql: SqlStorage, conversation: RoomConversation): InboxFeed | null {
+/** The inbox feed due at `now`, or null when every inbox has the current version and none is due a retry. */
+export function inboxFeed(sql: SqlStorage, conversation: RoomConversation, now: number): InboxFeed | null {
   const fed = metaNumber(sql, "inbox_version");
-  if (fed >= conversation.rev) return null;
+  const behind = fed < conversation.rev;
+  const recipients = new Set(
+    sql
+      .exec<{ userId: string }>("SELECT user_id AS userId FROM inbox_lagging WHERE not_before <= ?", now)
+      .toArray()
+      .map((r) => r.userId),
+  );
+  if (!behind && recipients.size === 0) return null;
   const shared = toSharedConversation(conversationRow(sql, conversation), readParticipants(sql, conversation.id));
-  const change: InboxChange = { kind: "conversation", conversation: shared };
+  const members = new Set(shared.participants.map((p) => p.userId));
+  if (behind) {
+    for (const userId of members) recipients.add(userId);
+    for (const { userId } of sql.exec<{ userId: string }>("SELECT user_id AS userId FROM departed WHERE rev > ?", fed))
+      recipients.add(userId);
+  }
+  const current: InboxChange = { kind: "conversation", conversation: shared };
   const removed: InboxChange = { kind: "removed", conversationId: conversation.id, rev: conversation.rev };
-  const departed = sql
-    .exec<{ userId: string }>("SELECT user_id AS userId FROM departed WHERE rev > ?", fed)
-    .toArray()
-    .map(({ userId }) => ({ userId, change: removed }));
   return {
-    version: conversation.rev,
-    deliveries: [...shared.participants.map(({ userId }) => ({ userId, change })), ...departed],
+    version: behind ? conversation.rev : null,
+    deliveries: [...recipients].map((userId) => ({ userId, change: members.has(userId) ? current : removed })),
   };
 }
 
@@ -108,32 +121,13 @@ export function inboxesFed(sql: SqlStorage, version: number): void {
 // An inbox whose call failed lags on its own: the feed goes on for the others, and the lagging one is sent
 // the conversation as it stands (or its removal) again, with its own backoff, until it takes it.
 
-/** The lagging inboxes due for another try, each with what it is to be told now. */
-export function laggingDue(
-  sql: SqlStorage,
-  conversation: RoomConversation,
-  now: number,
-): { userId: string; change: InboxChange }[] {
-  const due = sql
-    .exec<{ userId: string }>("SELECT user_id AS userId FROM inbox_lagging WHERE not_before <= ?", now)
-    .toArray();
-  if (due.length === 0) return [];
-  const shared = toSharedConversation(conversationRow(sql, conversation), readParticipants(sql, conversation.id));
-  const members = new Set(shared.participants.map((p) => p.userId));
-  const removed: InboxChange = { kind: "removed", conversationId: conversation.id, rev: conversation.rev };
-  return due.map(({ userId }) => ({
-    userId,
-    change: members.has(userId) ? { kind: "conversation", conversation: shared } : removed,
-  }));
-}
-
 /** The next time a lagging inbox is due, or null when none lags. */
 export function nextLaggingAt(sql: SqlStorage): number | null {
   return sql.exec<{ at: number | null }>("SELECT min(not_before) AS at FROM inbox_lagging").one().at ?? null;
 }
 
 /** After a feed: those whose call failed lag (once more), those who took it are caught up. */
-export function settleInboxes(sql: SqlStorage, took: string[], refused: string[], now: number): void {
+export function settleInboxes(sql: SqlStorage, took: Iterable<string>, refused: Iterable<string>, now: number): void {
   for (const userId of took) sql.exec("DELETE FROM inbox_lagging WHERE user_id = ?", userId);
   for (const userId of refused) {
     const row = sql

@@ -59,7 +59,6 @@ import {
   inboxesBehind,
   inboxesFed,
   inboxFeed,
-  laggingDue,
   nextLaggingAt,
   PUMP_COALESCE_MS,
   projectionOf,
@@ -721,21 +720,23 @@ export class ConversationRoom extends DurableObject<Env> {
         const conversation = readConversation(this.#sql);
         if (!conversation) return;
         const started = Date.now();
-        const feed = inboxFeed(this.#sql, conversation);
-        const fresh = new Set(feed?.deliveries.map((d) => d.userId));
-        const retries = laggingDue(this.#sql, conversation, started).filter((d) => !fresh.has(d.userId));
-        const deliveries = [...(feed?.deliveries ?? []), ...retries];
-        if (deliveries.length === 0) return;
+        const feed = inboxFeed(this.#sql, conversation, started);
+        if (!feed) return;
         // Every call settles before the next feed can start.
+        const { deliveries } = feed;
         const results = await Promise.allSettled(deliveries.map((d) => this.inboxOf(d.userId).deliver([d.change])));
-        const refused = deliveries.filter((_, i) => results[i]?.status === "rejected").map((d) => d.userId);
-        for (const r of results) if (r.status === "rejected") console.error("inbox delivery failed", r.reason);
-        const took = deliveries.map((d) => d.userId).filter((u) => !refused.includes(u));
+        const refused = new Set<string>();
+        results.forEach((r, i) => {
+          if (r.status === "fulfilled") return;
+          console.error("inbox delivery failed", r.reason);
+          refused.add(deliveries[i]?.userId ?? "");
+        });
+        const took = deliveries.map((d) => d.userId).filter((u) => !refused.has(u));
         this.ctx.storage.transactionSync(() => {
-          if (feed) inboxesFed(this.#sql, feed.version);
+          if (feed.version !== null) inboxesFed(this.#sql, feed.version);
           settleInboxes(this.#sql, took, refused, Date.now());
         });
-        if (feed) this.#feedNotBefore = started + feedSpacingMs(feed.deliveries.length, PUMP_COALESCE_MS);
+        if (feed.version !== null) this.#feedNotBefore = started + feedSpacingMs(deliveries.length, PUMP_COALESCE_MS);
       } catch (err) {
         // Not a failed call (those lag above): a bug. Try again later rather than in a loop.
         console.error("inbox feed failed", err);
