@@ -5,6 +5,8 @@ declare global {
   namespace Cloudflare {
     interface Env {
       AUTH_SECRET?: string;
+      /** Signs socket tickets (src/tickets.ts); defaults to AUTH_SECRET, so a JWKS setup must set it. */
+      TICKET_SECRET?: string;
       AUTH_JWKS_URL?: string;
       AUTH_ISSUER?: string;
       AUTH_AUDIENCE?: string;

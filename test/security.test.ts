@@ -1,4 +1,9 @@
-import { createExecutionContext, evictDurableObject, waitOnExecutionContext } from "cloudflare:test";
+import {
+  createExecutionContext,
+  evictDurableObject,
+  listDurableObjectIds,
+  waitOnExecutionContext,
+} from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { createLocalJWKSet, exportJWK, exportSPKI, generateKeyPair, type JWK, SignJWT } from "jose";
 import { describe, expect, it } from "vitest";
@@ -394,6 +399,30 @@ describe("tickets", () => {
     const socket = await connect(conv.id, null, { ticket: t });
     expect(socket.frames[0]).toMatchObject({ type: "ready", userId: member });
     socket.close();
+  });
+
+  it("without a token, a bogus ticket answers the same for an existing, unknown or malformed id, waking nothing", async () => {
+    const { conv } = await trio();
+    const unknown = `never-${uniqueUser("id")}`;
+    const roomsBefore = (await listDurableObjectIds(env.ROOMS)).length;
+    const inboxesBefore = (await listDurableObjectIds(env.INBOXES)).length;
+    const answers = [];
+    for (const path of [
+      `/v1/conversations/${conv.id}/ws`,
+      `/v1/conversations/${unknown}/ws`,
+      "/v1/conversations/not%20an%20id/ws",
+      "/v1/inbox/ws",
+    ]) {
+      for (const ticket of ["x", `${"A".repeat(22)}.${"B".repeat(22)}`, `${btoa(unknown)}.x`]) {
+        const res = await call(`${path}?ticket=${encodeURIComponent(ticket)}`, { headers: { Upgrade: "websocket" } });
+        answers.push({ status: res.status, body: await res.text(), headers: [...res.headers].sort() });
+      }
+    }
+    expect(answers[0]?.status).toBe(401);
+    for (const answer of answers) expect(answer).toEqual(answers[0]);
+    // Refused in the Worker: no Object was woken (and none created) to tell.
+    expect((await listDurableObjectIds(env.ROOMS)).length).toBe(roomsBefore);
+    expect((await listDurableObjectIds(env.INBOXES)).length).toBe(inboxesBefore);
   });
 
   it("of another conversation, expired, unknown or reused are 401; of a removed user 404", async () => {

@@ -65,15 +65,16 @@ export interface UnreadTotals {
   unreadConversations: number;
 }
 
-// An inbox ticket names its user, since the inbox socket's path does not: `<user id in base64url>.<secret>`.
-// The secret is stored by that user's inbox, which redeems it once; naming another user gets nothing.
+// An inbox ticket names its user, since the inbox socket's path does not: `<user id in base64url>.<signed>`,
+// where `signed` is the inbox's secret with the Worker's signature (src/tickets.ts). The inbox redeems the
+// secret once; naming another user gets nothing.
 
 export function inboxTicket(userId: string, secret: string): string {
   return `${btoa(userId).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "")}.${secret}`;
 }
 
 export function parseInboxTicket(ticket: string): { userId: string; secret: string } | null {
-  const match = /^([A-Za-z0-9_-]{1,200})\.([A-Za-z0-9_-]{1,100})$/.exec(ticket);
+  const match = /^([A-Za-z0-9_-]{1,200})\.([A-Za-z0-9_.-]{1,200})$/.exec(ticket);
   if (!match?.[1] || !match[2]) return null;
   let userId: string;
   try {

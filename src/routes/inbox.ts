@@ -3,6 +3,7 @@ import { inboxTicket, parseInboxTicket } from "../domain/inbox";
 import type { AppEnv, Env } from "../env";
 import { validationFailed } from "../errors";
 import { InboxConnect, InboxTotals, Ticket } from "../schemas";
+import { signTicket, verifiedSecret } from "../tickets";
 import { bearer, error, json } from "./openapi";
 import { assertUpgrade, forwardUpgrade, unknownTicket } from "./sockets";
 
@@ -31,7 +32,8 @@ export function inboxRoutes(app: OpenAPIHono<AppEnv>): void {
   app.openapi(ticket, async (c) => {
     const me = c.get("userId");
     const issued = await inboxOf(c.env, me).issueTicket();
-    return c.json({ ticket: inboxTicket(me, issued.ticket), expiresAt: new Date(issued.expiresAt).toISOString() }, 201);
+    const ticket = inboxTicket(me, await signTicket(c.env, { inboxOf: me }, issued.ticket));
+    return c.json({ ticket, expiresAt: new Date(issued.expiresAt).toISOString() }, 201);
   });
 
   // Not an OpenAPI operation: a WebSocket upgrade. Authenticated by a ticket or by the Authorization header.
@@ -41,8 +43,10 @@ export function inboxRoutes(app: OpenAPIHono<AppEnv>): void {
     if (!query.success) throw validationFailed(query.error);
     let userId: string | null = c.get("userId");
     if (query.data.ticket !== undefined) {
+      // Checked here first: a made-up ticket wakes no inbox.
       const named = parseInboxTicket(query.data.ticket);
-      if (!named || !(await inboxOf(c.env, named.userId).redeemTicket(named.secret))) throw unknownTicket();
+      const secret = named && (await verifiedSecret(c.env, { inboxOf: named.userId }, named.secret));
+      if (!named || !secret || !(await inboxOf(c.env, named.userId).redeemTicket(secret))) throw unknownTicket();
       userId = named.userId;
     }
     return inboxOf(c.env, userId).fetch(forwardUpgrade(c, userId, query.data.since));

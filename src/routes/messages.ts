@@ -11,6 +11,7 @@ import {
   Participant,
   Ticket,
 } from "../schemas";
+import { signTicket, verifiedSecret } from "../tickets";
 import { bearer, commonErrors, error, forbidden, json, jsonBody } from "./openapi";
 import { roomOf, unwrap } from "./room-client";
 import { assertUpgrade, forwardUpgrade, unknownTicket } from "./sockets";
@@ -152,7 +153,8 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
     const { id } = c.req.valid("param");
     const me = c.get("userId");
     const issued = unwrap(await roomOf(c.env, id).issueTicket({ userId: me }));
-    return c.json({ ticket: issued.ticket, expiresAt: new Date(issued.expiresAt).toISOString() }, 201);
+    const ticket = await signTicket(c.env, { conversationId: id }, issued.ticket);
+    return c.json({ ticket, expiresAt: new Date(issued.expiresAt).toISOString() }, 201);
   });
 
   // Not an OpenAPI operation: a WebSocket upgrade. Authenticated by a ticket or by the Authorization header.
@@ -161,12 +163,16 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
     assertUpgrade(c);
     const query = schemas.connect.safeParse(c.req.query());
     if (!query.success) throw validationFailed(query.error);
+    // Without a ticket, the bearer token was checked by the middleware, as on every other route. A ticket's
+    // signature is checked before the id: a made-up ticket gets the same 401 whatever the id, waking nothing.
+    let userId: string | null = c.get("userId");
+    const { ticket } = query.data;
+    const secret = ticket === undefined ? undefined : await verifiedSecret(c.env, { conversationId: id }, ticket);
+    if (secret === null) throw unknownTicket();
     if (!isWellFormedId(id)) throw notFound();
     const room = roomOf(c.env, id);
-    // Without a ticket, the bearer token was checked by the middleware, as on every other route.
-    let userId: string | null = c.get("userId");
-    if (query.data.ticket !== undefined) {
-      userId = await room.redeemTicket(query.data.ticket);
+    if (secret !== undefined) {
+      userId = await room.redeemTicket(secret);
       if (!userId) throw unknownTicket();
     }
     // Membership is checked by the room, which keeps it: a non-participant gets the same 404 as a stranger.
