@@ -387,7 +387,8 @@ class ConversationView {
     }
   }
 
-  /** Marks what is shown as read, while the page is visible: a `read` frame, coalesced. */
+  /** Marks what is shown as read, while the page is visible: a `read` frame, coalesced to a few per second
+   * (the server's bucket of read markers and typing refills 10 per second). */
   markSeen() {
     clearTimeout(this.#markSoon);
     this.#markSoon = setTimeout(() => {
@@ -399,7 +400,7 @@ class ConversationView {
       socket.markRead(newest);
       this.#markedRead = newest;
       renderList();
-    }, 50);
+    }, 200);
   }
 
   tickOf(seq: number): TickStatus {

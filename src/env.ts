@@ -42,6 +42,15 @@ export interface Limits {
   frameBytes: number;
   sendBucketSize: number;
   sendRefillPerSecond: number;
+  /** Read markers and typing changes, per user and conversation (REST and frames together). */
+  signalBucketSize: number;
+  signalRefillPerSecond: number;
+  /** New conversations (a direct one found again counts too), per user. */
+  createBucketSize: number;
+  createRefillPerMinute: number;
+  /** Participant changes (adding, removing, leaving), per user over all their conversations. */
+  membershipBucketSize: number;
+  membershipRefillPerMinute: number;
   socketsPerUser: number;
   replay: number;
   ticketTtlSeconds: number;
@@ -57,6 +66,12 @@ export const DEFAULT_LIMITS: Limits = {
   frameBytes: 32 * 1024,
   sendBucketSize: 20,
   sendRefillPerSecond: 5,
+  signalBucketSize: 30,
+  signalRefillPerSecond: 10,
+  createBucketSize: 30,
+  createRefillPerMinute: 20,
+  membershipBucketSize: 30,
+  membershipRefillPerMinute: 30,
   socketsPerUser: 10,
   replay: 1000,
   ticketTtlSeconds: 60,
@@ -72,6 +87,12 @@ const LIMIT_VARS: Record<keyof Limits, keyof Env> = {
   frameBytes: "MAX_FRAME_BYTES",
   sendBucketSize: "SEND_BUCKET_SIZE",
   sendRefillPerSecond: "SEND_REFILL_PER_SECOND",
+  signalBucketSize: "SIGNAL_BUCKET_SIZE",
+  signalRefillPerSecond: "SIGNAL_REFILL_PER_SECOND",
+  createBucketSize: "CREATE_BUCKET_SIZE",
+  createRefillPerMinute: "CREATE_REFILL_PER_MINUTE",
+  membershipBucketSize: "MEMBERSHIP_BUCKET_SIZE",
+  membershipRefillPerMinute: "MEMBERSHIP_REFILL_PER_MINUTE",
   socketsPerUser: "MAX_SOCKETS_PER_USER",
   replay: "MAX_REPLAY",
   ticketTtlSeconds: "TICKET_TTL_SECONDS",

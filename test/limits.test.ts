@@ -344,3 +344,131 @@ describe("sockets per user", () => {
     }
   });
 });
+
+describe("read marker and typing limits", () => {
+  it("refuse a socket flooding typing and read frames, then close it with 4429, while the others' sends are acked", async () => {
+    const { alice, bob, conv } = await pair();
+    const flooder = uniqueUser("flooder");
+    expect(
+      (
+        await call(`/v1/conversations/${conv.id}/participants`, {
+          method: "POST",
+          as: alice,
+          body: { userIds: [flooder] },
+        })
+      ).status,
+    ).toBe(200);
+    expect((await sendRest(conv.id, alice, { content: "first", localId: "first" })).status).toBe(201);
+    const sender = await connect(conv.id, alice);
+    const watcher = await connect(conv.id, bob);
+    const flood = await connect(conv.id, flooder);
+
+    const started = Date.now();
+    // As fast as the socket takes them: every typing frame a change, every read frame a marker write.
+    for (let i = 0; i < 1000; i++) {
+      flood.send(i % 2 === 0 ? { type: "typing", typing: i % 4 === 0 } : { type: "read", seq: 1 });
+    }
+    // Meanwhile another participant chats as usual: every send is acked, none refused.
+    for (let i = 0; i < 10; i++) {
+      sender.send({ type: "send", localId: `normal-${i}`, content: `normal ${i}` });
+      const answer = await answerTo(sender, `normal-${i}`);
+      expect(answer.type, JSON.stringify(answer)).toBe("ack");
+    }
+    expect((await flood.waitClosed()).code).toBe(4429);
+    const seconds = (Date.now() - started) / 1000;
+    const limits = readLimits(env);
+
+    const refused = flood.of("error");
+    expect(refused.length).toBeGreaterThan(0);
+    expect(refused.every((f) => f.code === "rate_limited" && (f.retryAfterMs ?? 0) > 0)).toBe(true);
+    // What reached the others is bounded by the bucket, not by the flood.
+    const fannedOut = watcher.of("typing").filter((f) => f.userId === flooder).length;
+    expect(fannedOut).toBeLessThanOrEqual(limits.signalBucketSize + Math.ceil(limits.signalRefillPerSecond * seconds));
+    expect(watcher.of("message").map((f) => f.message.content)).toEqual(
+      Array.from({ length: 10 }, (_, i) => `normal ${i}`),
+    );
+    for (const s of [sender, watcher]) s.close();
+  });
+
+  it("answer REST read markers and typing past the bucket with 429 and a Retry-After, sharing one bucket", async () => {
+    const { alice, conv } = await pair();
+    const { signalBucketSize } = readLimits(env);
+    const statuses: number[] = [];
+    let limited: Response | undefined;
+    for (let i = 0; i < signalBucketSize + 5 && !limited; i++) {
+      const res =
+        i % 2 === 0
+          ? await call(`/v1/conversations/${conv.id}/typing`, {
+              method: "POST",
+              as: alice,
+              body: { typing: i % 4 === 0 },
+            })
+          : await call(`/v1/conversations/${conv.id}/read`, { method: "POST", as: alice, body: { seq: 0 } });
+      statuses.push(res.status);
+      if (res.status === 429) limited = res;
+    }
+    expect(limited, JSON.stringify(statuses)).toBeDefined();
+    await expectError(limited as Response, 429, "rate_limited");
+    expect(Number(limited?.headers.get("Retry-After"))).toBeGreaterThan(0);
+    // Refill counted, the bucket let through about its size, never all of them.
+    expect(statuses.filter((s) => s !== 429).length).toBeGreaterThanOrEqual(signalBucketSize);
+  });
+});
+
+describe("creation and participant-change limits", () => {
+  it("refuse new conversations past the creator's bucket with 429 and a Retry-After; others still create", async () => {
+    const owner = uniqueUser("creator");
+    const { createBucketSize } = readLimits(env);
+    const statuses: number[] = [];
+    for (let i = 0; i <= createBucketSize; i++) {
+      const res = await call("/v1/conversations", {
+        method: "POST",
+        as: owner,
+        body: { participantIds: [uniqueUser()] },
+      });
+      statuses.push(res.status);
+    }
+    expect(statuses.slice(0, createBucketSize).every((s) => s === 201)).toBe(true);
+    const refused = await call("/v1/conversations", {
+      method: "POST",
+      as: owner,
+      body: { participantIds: [uniqueUser()] },
+    });
+    await expectError(refused, 429, "rate_limited");
+    expect(Number(refused.headers.get("Retry-After"))).toBeGreaterThan(0);
+    // Per user: someone else is not held back.
+    expect((await createConversation(uniqueUser("other"), [uniqueUser()])).id).toEqual(expect.any(String));
+  });
+
+  it("refuse participant changes past the actor's bucket, across conversations, changing nothing", async () => {
+    const owner = uniqueUser("owner");
+    const { membershipBucketSize } = readLimits(env);
+    const groups = [await createConversation(owner, [uniqueUser()]), await createConversation(owner, [uniqueUser()])];
+    for (let i = 0; i < membershipBucketSize; i++) {
+      const group = groups[i % 2] as { id: string };
+      const res = await call(`/v1/conversations/${group.id}/participants`, {
+        method: "POST",
+        as: owner,
+        body: { userIds: [uniqueUser(`p${i}`)] },
+      });
+      expect(res.status, await res.text()).toBe(200);
+    }
+    const group = groups[0] as { id: string };
+    const before = (await (await call(`/v1/conversations/${group.id}`, { as: owner })).json()) as {
+      participants: unknown[];
+    };
+    const late = uniqueUser("late");
+    const refused = await call(`/v1/conversations/${group.id}/participants`, {
+      method: "POST",
+      as: owner,
+      body: { userIds: [late] },
+    });
+    await expectError(refused, 429, "rate_limited");
+    expect(Number(refused.headers.get("Retry-After"))).toBeGreaterThan(0);
+    const after = (await (await call(`/v1/conversations/${group.id}`, { as: owner })).json()) as {
+      participants: unknown[];
+    };
+    expect(after.participants).toEqual(before.participants);
+    await expectError(await call(`/v1/conversations/${group.id}`, { as: late }), 404, "not_found");
+  });
+});

@@ -311,7 +311,8 @@ async function watcherInMany(ctx, { conversations, rate, warmupMs, durationMs })
       Array.from({ length: 8 }, async () => {
         while (made < conversations) {
           const i = made++;
-          rooms[i] = await target.room([watcher, /** @type {string} */ (senders[i])]);
+          // Each sender creates its own: one user creating 100 at once is over the creation limit.
+          rooms[i] = await target.room([/** @type {string} */ (senders[i]), watcher]);
         }
       }),
     );

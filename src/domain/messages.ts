@@ -39,30 +39,6 @@ export function catchUpPlan(since: number, lastSeq: number, maxReplay: number): 
   return lastSeq - since > maxReplay ? "resync" : "replay";
 }
 
-/** A token bucket: `tokens` left as of `at` (ms). Pure, so the room keeps it wherever it likes. */
-export interface Bucket {
-  tokens: number;
-  at: number;
-}
-
-export interface BucketRule {
-  size: number;
-  refillPerSecond: number;
-}
-
-/** Takes one token if there is one; otherwise says how long until there will be. */
-export function takeToken(
-  bucket: Bucket | undefined,
-  rule: BucketRule,
-  now: number,
-): { bucket: Bucket; allowed: true } | { bucket: Bucket; allowed: false; retryAfterMs: number } {
-  const elapsed = bucket ? Math.max(0, now - bucket.at) : 0;
-  const tokens = bucket ? Math.min(rule.size, bucket.tokens + (elapsed * rule.refillPerSecond) / 1000) : rule.size;
-  if (tokens >= 1) return { bucket: { tokens: tokens - 1, at: now }, allowed: true };
-  const retryAfterMs = Math.ceil(((1 - tokens) * 1000) / rule.refillPerSecond);
-  return { bucket: { tokens, at: now }, allowed: false, retryAfterMs };
-}
-
 /** Typing ends on its own this long after its last refresh. */
 export const TYPING_TTL_MS = 5_000;
 /** A socket silent this long (no frame, no `ping`) is taken for dead and closed. */

@@ -1,6 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { allConversationsOf } from "../db/conversations";
 import { directory } from "../db/directory";
+import { Buckets } from "../domain/buckets";
 import { toSharedConversation } from "../domain/conversations";
 import type { InboxChange } from "../domain/inbox";
 import { catchUpPlan } from "../domain/inbox";
@@ -26,6 +27,9 @@ const SEED_PAGES = 100;
 /** While sockets are open, the inbox wakes this often to close those that went silent (no frame, no ping). */
 const SWEEP_MS = 60_000;
 
+/** The user's actions limited here, over all their conversations (the rooms limit what happens inside one). */
+export type UserAction = "create" | "membership";
+
 /** What an inbox socket carries through hibernation: when its client was last heard (pings are the runtime's). */
 interface Attachment {
   lastSeenAt: number;
@@ -41,12 +45,19 @@ export class UserInbox extends DurableObject<Env> {
   readonly #limits: Limits;
   readonly #sql: SqlStorage;
   #seeding: Promise<void> | undefined;
+  /** In memory: an evicted inbox forgets them, which is an idle user's bucket refilled anyway. */
+  readonly #actions: Record<UserAction, Buckets>;
 
   // ---- Waking -------------------------------------------------------------------------------------------
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#limits = readLimits(env);
+    const perMinute = (size: number, refill: number) => ({ size, refillPerSecond: refill / 60 });
+    this.#actions = {
+      create: new Buckets(perMinute(this.#limits.createBucketSize, this.#limits.createRefillPerMinute)),
+      membership: new Buckets(perMinute(this.#limits.membershipBucketSize, this.#limits.membershipRefillPerMinute)),
+    };
     this.#sql = ctx.storage.sql;
     migrate(ctx.storage);
     // `ping` is answered by the runtime, without waking the inbox.
@@ -137,6 +148,11 @@ export class UserInbox extends DurableObject<Env> {
   async totals() {
     await this.#seeded();
     return { version: currentVersion(this.#sql), ...unreadTotals(this.#sql) };
+  }
+
+  /** A token of the user's bucket for this action: 0, or how long (ms) until there is one. */
+  async take(action: UserAction): Promise<number> {
+    return this.#actions[action].tryTake(action, Date.now());
   }
 
   async issueTicket(): Promise<{ ticket: string; expiresAt: number }> {

@@ -2,16 +2,15 @@ import { DurableObject } from "cloudflare:workers";
 import type { Db } from "../db/conversations";
 import { directory } from "../db/directory";
 import { applyProjection } from "../db/projection";
+import { Buckets } from "../domain/buckets";
 import { canRemoveParticipant, type ParticipantRow, toConversation, toParticipant } from "../domain/conversations";
 import { feedSpacingMs, type InboxChange } from "../domain/inbox";
 import {
   ABUSE_STRIKES,
-  type Bucket,
   catchUpPlan,
   contentHash,
   DELIVERED_FLUSH_MS,
   IDLE_SOCKET_MS,
-  takeToken,
   toMessage,
 } from "../domain/messages";
 import type { Env, Limits } from "../env";
@@ -123,7 +122,9 @@ export class ConversationRoom extends DurableObject<Env> {
   /** Not before this time: the spacing after a feed of the inboxes (or a delay after a bug in one). */
   #feedNotBefore = 0;
   #alarmAt: number | null = null;
-  #buckets = new Map<string, Bucket>();
+  /** Abuse limits per user: sends; read markers and typing changes (which fan out to every socket too). */
+  readonly #sends: Buckets;
+  readonly #signals: Buckets;
   #strikes = new WeakMap<WebSocket, number>();
 
   // ---- Waking -------------------------------------------------------------------------------------------
@@ -133,6 +134,14 @@ export class ConversationRoom extends DurableObject<Env> {
     this.db = directory(env);
     this.inboxOf = (userId) => env.INBOXES.getByName(userId);
     this.#limits = readLimits(env);
+    this.#sends = new Buckets(
+      { size: this.#limits.sendBucketSize, refillPerSecond: this.#limits.sendRefillPerSecond },
+      "Too many messages; slow down",
+    );
+    this.#signals = new Buckets(
+      { size: this.#limits.signalBucketSize, refillPerSecond: this.#limits.signalRefillPerSecond },
+      "Too many read markers and typing changes; slow down",
+    );
     this.#sql = ctx.storage.sql;
     migrate(ctx.storage);
     this.#sockets = new Sockets(ctx, (userId) => isParticipant(this.#sql, userId));
@@ -276,8 +285,11 @@ export class ConversationRoom extends DurableObject<Env> {
         }
         return;
       }
-      case "typing":
-        return this.#setTyping(userId, frame.typing);
+      case "typing": {
+        const result = await this.#signal(userId, ws, () => this.#setTyping(userId, frame.typing));
+        if (!result.ok) this.#refuse(ws, toError(result));
+        return;
+      }
       case "read": {
         const result = await this.#markRead(userId, frame.seq, ws);
         if (!result.ok) this.#refuse(ws, toError(result));
@@ -354,8 +366,7 @@ export class ConversationRoom extends DurableObject<Env> {
   }
 
   async setTyping(input: { userId: string; typing: boolean }): Promise<RoomResult<null>> {
-    return this.#rpc(async () => {
-      await this.#admit(input.userId);
+    return this.#signal(input.userId, undefined, () => {
       this.#setTyping(input.userId, input.typing);
       return null;
     });
@@ -470,15 +481,7 @@ export class ConversationRoom extends DurableObject<Env> {
       // An open socket is a participant's (a removal closes it in its own turn): it needs no check here.
       if (!origin) await this.#admit(senderId);
       const now = Date.now();
-      const taken = takeToken(
-        this.#buckets.get(senderId),
-        { size: this.#limits.sendBucketSize, refillPerSecond: this.#limits.sendRefillPerSecond },
-        now,
-      );
-      this.#buckets.set(senderId, taken.bucket);
-      if (!taken.allowed) {
-        throw new ApiError("rate_limited", "Too many messages; slow down", undefined, taken.retryAfterMs / 1000);
-      }
+      this.#sends.take(senderId, now);
       const outcome = await this.#commit(
         { kind: "send", id: crypto.randomUUID(), senderId, content, localId, now },
         origin,
@@ -511,11 +514,22 @@ export class ConversationRoom extends DurableObject<Env> {
   }
 
   async #markRead(userId: string, seq: number, origin: WebSocket | undefined): Promise<RoomResult<ParticipantDto>> {
-    return this.#rpc(async () => {
-      await this.#admit(userId);
+    return this.#signal(userId, origin, async () => {
       const outcome = await this.#commit({ kind: "read", userId, seq }, origin);
       if (outcome.kind === "read") return toParticipant(outcome.participant);
       throw refusal(outcome);
+    });
+  }
+
+  /**
+   * A read marker or a typing change, within the user's bucket of them: each fans out to every socket, so a
+   * flood must not reach the commit loop or the others. Admitted as a send is: a socket is a participant's.
+   */
+  async #signal<T>(userId: string, origin: WebSocket | undefined, run: () => T | Promise<T>): Promise<RoomResult<T>> {
+    return this.#rpc(async () => {
+      if (!origin) await this.#admit(userId);
+      this.#signals.take(userId, Date.now());
+      return run();
     });
   }
 

@@ -4,6 +4,7 @@ import { directory } from "../db/directory";
 import { assertInvitable, decodeCursor, directKey, encodeCursor, newId, toConversation } from "../domain/conversations";
 import type { AppEnv, Env, Limits } from "../env";
 import { Conversation, ConversationIdParam, ConversationPage, limitedSchemas } from "../schemas";
+import { spend } from "./inbox-client";
 import { bearer, commonErrors, forbidden, json, jsonBody } from "./openapi";
 import { roomOf, unwrap } from "./room-client";
 
@@ -28,6 +29,7 @@ export function conversationRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): vo
     const me = c.get("userId");
     const body = c.req.valid("json");
     assertInvitable(me, body.participantIds, "participantIds");
+    await spend(c.env, me, "create");
     const db = database(c.env);
     const now = Date.now();
     const direct = body.direct === true;
@@ -125,6 +127,7 @@ export function conversationRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): vo
     const me = c.get("userId");
     const { id } = c.req.valid("param");
     const { userIds } = c.req.valid("json");
+    await spend(c.env, me, "membership");
     return c.json(unwrap(await roomOf(c.env, id).addParticipants({ actorId: me, userIds })), 200);
   });
 
@@ -143,6 +146,7 @@ export function conversationRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): vo
   app.openapi(remove, async (c) => {
     const me = c.get("userId");
     const { id, userId } = c.req.valid("param");
+    await spend(c.env, me, "membership");
     unwrap(await roomOf(c.env, id).removeParticipant({ actorId: me, userId }));
     return c.body(null, 204);
   });

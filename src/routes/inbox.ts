@@ -1,14 +1,12 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import { inboxTicket, parseInboxTicket } from "../domain/inbox";
-import type { AppEnv, Env } from "../env";
+import type { AppEnv } from "../env";
 import { validationFailed } from "../errors";
 import { InboxConnect, InboxTotals, Ticket } from "../schemas";
 import { signTicket, verifiedSecret } from "../tickets";
+import { inboxOf } from "./inbox-client";
 import { bearer, error, json } from "./openapi";
 import { assertUpgrade, forwardUpgrade, unknownTicket } from "./sockets";
-
-/** A user's inbox: one Durable Object per user, by name. */
-const inboxOf = (env: Env, userId: string) => env.INBOXES.getByName(userId);
 
 const errors = { 401: error("unauthenticated") };
 
