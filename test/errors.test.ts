@@ -5,8 +5,9 @@ import { describe, expect, it } from "vitest";
 import { createApp } from "../src/app";
 import { readLimits } from "../src/env";
 import { ApiError, isStorageUnavailable, toApiError } from "../src/errors";
+import type { MessageDto } from "../src/schemas";
 import { withBindings } from "./d1-recorder";
-import { call, expectError, tokenFor, uniqueUser } from "./helpers";
+import { call, createConversation, expectError, storedMessages, tokenFor, uniqueUser } from "./helpers";
 
 const LIMIT = 64 * 1024;
 
@@ -245,6 +246,77 @@ describe("storage failures through the app", () => {
     const body = await expectCleanError(res, 500, "internal");
     expect(body).toEqual({ error: { code: "internal", message: "Internal error" } });
     expect(res.headers.get("Retry-After")).toBeNull();
+  });
+});
+
+describe("a reply lost between the Worker and the room", () => {
+  /**
+   * The rooms as the Worker reaches them, except that the next `lose` sends are carried out by the room and
+   * their replies then lost (the room restarting, or the connection dropping), as the platform reports it.
+   */
+  function lossyRooms(lose: number) {
+    let left = lose;
+    return {
+      getByName(name: string) {
+        const room = env.ROOMS.getByName(name);
+        return {
+          async sendMessage(input: Parameters<typeof room.sendMessage>[0]) {
+            const result = await room.sendMessage(input);
+            if (left-- > 0) throw Object.assign(new Error("Network connection lost."), { retryable: true });
+            return result;
+          },
+        };
+      },
+    } as unknown as typeof env.ROOMS;
+  }
+
+  async function sendThrough(rooms: typeof env.ROOMS, conversationId: string, as: string, body: unknown) {
+    const ctx = createExecutionContext();
+    const res = await createApp(readLimits(env)).fetch(
+      new Request(`https://chat.test/v1/conversations/${conversationId}/messages`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${await tokenFor(as)}`, "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      }),
+      withBindings(env, { ROOMS: rooms }),
+      ctx,
+    );
+    await waitOnExecutionContext(ctx);
+    return res;
+  }
+
+  it("stores a send without localId once: the Worker retries it itself, and answers 201", async () => {
+    const alice = uniqueUser("alice");
+    const conv = await createConversation(alice, [uniqueUser("bob")]);
+    const res = await sendThrough(lossyRooms(1), conv.id, alice, { content: "said once" });
+    expect(res.status, await res.clone().text()).toBe(201);
+    const message = (await res.json()) as MessageDto;
+    expect(message).toMatchObject({ seq: 1, content: "said once", localId: null });
+    expect((await storedMessages(conv.id)).map((m) => m.content)).toEqual(["said once"]);
+    // The key the Worker gave it is its own: REST history shows no localId either.
+    const history = (await (await call(`/v1/conversations/${conv.id}/messages`, { as: alice })).json()) as {
+      messages: MessageDto[];
+    };
+    expect(history.messages.map((m) => m.localId)).toEqual([null]);
+  });
+
+  it("answers a send with a localId from its first attempt, stored once, when the reply was lost", async () => {
+    const alice = uniqueUser("alice");
+    const conv = await createConversation(alice, [uniqueUser("bob")]);
+    const res = await sendThrough(lossyRooms(1), conv.id, alice, { content: "mine", localId: "l-1" });
+    expect([200, 201]).toContain(res.status);
+    expect(((await res.json()) as MessageDto).localId).toBe("l-1");
+    expect(await storedMessages(conv.id)).toHaveLength(1);
+  });
+
+  it("says 503 with outcome unknown when the retry is lost too, and the message is stored at most once", async () => {
+    const alice = uniqueUser("alice");
+    const conv = await createConversation(alice, [uniqueUser("bob")]);
+    const res = await sendThrough(lossyRooms(2), conv.id, alice, { content: "maybe" });
+    expect(Number(res.headers.get("Retry-After"))).toBeGreaterThan(0);
+    const body = (await expectCleanError(res, 503, "unavailable")) as { error: { details?: unknown } };
+    expect(body.error.details).toEqual({ outcome: "unknown" });
+    expect((await storedMessages(conv.id)).map((m) => m.content)).toEqual(["maybe"]);
   });
 });
 

@@ -20,7 +20,7 @@ export function toMessage(row: MessageRow): MessageDto {
     seq: row.seq,
     senderId: row.senderId,
     content: row.deletedAt === null ? row.content : "",
-    localId: row.localId,
+    localId: isServerKey(row.localId) ? null : row.localId,
     createdAt: iso(row.createdAt),
     editedAt: isoOrNull(row.editedAt),
     deletedAt: isoOrNull(row.deletedAt),
@@ -32,6 +32,13 @@ export async function contentHash(content: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(content));
   return btoa(String.fromCharCode(...new Uint8Array(digest)));
 }
+
+/**
+ * A REST send without a localId gets one of the Worker's, so that the Worker can retry it safely itself. It
+ * starts with `~`, which no client's localId can (`LOCAL_ID`), and it is never shown: such a message has none.
+ */
+export const serverKey = () => `~${crypto.randomUUID()}`;
+const isServerKey = (localId: string | null) => localId?.startsWith("~") === true;
 
 /** After a reconnect from `since`: replay what was missed, or, past the replay limit, ask for REST paging. */
 export function catchUpPlan(since: number, lastSeq: number, maxReplay: number): "replay" | "resync" | "none" {

@@ -1,5 +1,6 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import { isWellFormedId } from "../domain/conversations";
+import { serverKey } from "../domain/messages";
 import type { AppEnv, Limits } from "../env";
 import { notFound, validationFailed } from "../errors";
 import {
@@ -13,7 +14,7 @@ import {
 } from "../schemas";
 import { signTicket, verifiedSecret } from "../tickets";
 import { bearer, commonErrors, error, forbidden, json, jsonBody } from "./openapi";
-import { roomOf, unwrap } from "./room-client";
+import { retriedOnce, roomOf, unwrap } from "./room-client";
 import { assertUpgrade, forwardUpgrade, unknownTicket } from "./sockets";
 
 /** A seq in a path: a message that cannot exist is simply not found. */
@@ -70,14 +71,12 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
     const { id } = c.req.valid("param");
     const body = c.req.valid("json");
     const me = c.get("userId");
-    const result = unwrap(
-      await roomOf(c.env, id).sendMessage({
-        senderId: me,
-        content: body.content,
-        localId: body.localId ?? null,
-      }),
-    );
-    return c.json(result.message, result.status);
+    const room = roomOf(c.env, id);
+    // Every REST send is idempotent, so that a reply lost on the way can be retried here.
+    const localId = body.localId ?? serverKey();
+    const result = unwrap(await retriedOnce(() => room.sendMessage({ senderId: me, content: body.content, localId })));
+    // A key of the Worker's is new: found stored, it was stored by this request's first attempt.
+    return c.json(result.message, body.localId === undefined ? 201 : result.status);
   });
 
   const edit = createRoute({

@@ -1,6 +1,6 @@
 import { isWellFormedId } from "../domain/conversations";
 import type { Env } from "../env";
-import { notFound } from "../errors";
+import { ApiError, isStorageUnavailable, notFound } from "../errors";
 import { type RoomResult, roomError } from "../room/room";
 
 /**
@@ -16,4 +16,32 @@ export function roomOf(env: Env, conversationId: string) {
 export function unwrap<T>(result: RoomResult<T>): T {
   if (!result.ok) throw roomError(result);
   return result.value;
+}
+
+/** A call that failed between the Worker and the room (a restart, a lost connection): it may have run. */
+const lostOnTheWay = (err: unknown) =>
+  isStorageUnavailable(err) ||
+  (err instanceof Error && Reflect.get(err, "retryable") === true && Reflect.get(err, "overloaded") !== true);
+
+/**
+ * An idempotent room call, tried again once when the first was lost on the way. When the second is lost too,
+ * nobody can tell whether it ran: `503 unavailable` with `details.outcome: "unknown"` (guarantee 9).
+ */
+export async function retriedOnce<T>(run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    if (!lostOnTheWay(err)) throw err;
+  }
+  try {
+    return await run();
+  } catch (err) {
+    if (!lostOnTheWay(err)) throw err;
+    throw new ApiError(
+      "unavailable",
+      "The conversation could not be reached; it may have been stored",
+      { outcome: "unknown" },
+      1,
+    );
+  }
 }
