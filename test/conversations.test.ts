@@ -220,6 +220,39 @@ describe("POST /v1/conversations: direct", () => {
   });
 });
 
+describe("direct conversations: leaving and coming back", () => {
+  it("forbids removing the other of a pair (403), changing nothing: one who should not read on can only leave", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const direct = (await (await create(alice, { participantIds: [bob], direct: true })).json()) as ConversationDto;
+    await expectError(await removeParticipant(alice, direct.id, bob), 403, "forbidden");
+    await expectError(await removeParticipant(bob, direct.id, alice), 403, "forbidden");
+    expect(await participantCount(direct.id)).toBe(2);
+    expect((await get(bob, direct.id)).id).toBe(direct.id);
+  });
+
+  it("brings back one who left when they create it again, with what was said while they were away", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const direct = (await (await create(alice, { participantIds: [bob], direct: true })).json()) as ConversationDto;
+    expect((await removeParticipant(bob, direct.id, bob)).status).toBe(204);
+    await expectError(await call(`/v1/conversations/${direct.id}`, { as: bob }), 404, "not_found");
+    const sent = await call(`/v1/conversations/${direct.id}/messages`, {
+      method: "POST",
+      as: alice,
+      body: { content: "while you were away" },
+    });
+    expect(sent.status).toBe(201);
+
+    const back = await create(bob, { participantIds: [alice], direct: true });
+    expect(back.status).toBe(200);
+    expect(((await back.json()) as ConversationDto).id).toBe(direct.id);
+    const history = (await (await call(`/v1/conversations/${direct.id}/messages`, { as: bob })).json()) as {
+      messages: { content: string }[];
+    };
+    expect(history.messages.map((m) => m.content)).toEqual(["while you were away"]);
+    expect((await get(bob, direct.id)).unreadCount).toBe(1);
+  });
+});
+
 describe("GET /v1/conversations/:id", () => {
   it("returns the conversation to a participant", async () => {
     const [me, bob] = [uniqueUser(), uniqueUser()];

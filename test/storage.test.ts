@@ -65,19 +65,25 @@ describe("the room's storage", () => {
     expect(
       (await call(`/v1/conversations/${conv.id}/participants/${bob}`, { method: "DELETE", as: alice })).status,
     ).toBe(204);
-    // Back to version 1 as it was: `departed` without the rev that the inbox feed reads, no lagging inboxes.
+    // Back to version 1 as it was: `departed` without the rev that the inbox feed reads nor the read marker
+    // of one who left, no lagging inboxes.
     await inRoomSql(conv.id, (sql) => {
       sql.exec("ALTER TABLE departed DROP COLUMN rev");
+      sql.exec("ALTER TABLE departed DROP COLUMN last_read_seq");
       sql.exec("DROP TABLE inbox_lagging");
       sql.exec("UPDATE meta SET value = 1 WHERE key = 'schema_version'");
     });
     await evictDurableObject(roomStub(conv.id));
     const after = await inRoomSql(conv.id, (sql) => ({
       version: Number(sql.exec("SELECT value FROM meta WHERE key = 'schema_version'").one().value),
-      departed: sql.exec("SELECT user_id AS userId, rev FROM departed").toArray(),
+      departed: sql.exec("SELECT user_id AS userId, rev, last_read_seq AS lastReadSeq FROM departed").toArray(),
       lagging: sql.exec("SELECT count(*) AS n FROM inbox_lagging").one().n,
     }));
-    expect(after).toEqual({ version: SCHEMA_VERSION, departed: [{ userId: bob, rev: 0 }], lagging: 0 });
+    expect(after).toEqual({
+      version: SCHEMA_VERSION,
+      departed: [{ userId: bob, rev: 0, lastReadSeq: null }],
+      lagging: 0,
+    });
     // The repeated removal is still answered, from the migrated table.
     expect(
       (await call(`/v1/conversations/${conv.id}/participants/${bob}`, { method: "DELETE", as: alice })).status,

@@ -37,9 +37,17 @@ export function assertInvitable(callerId: string, userIds: string[], field: stri
   }
 }
 
-/** May `actorId`, whose role is `actorRole`, remove `targetId`? Owners remove others; anyone may leave. */
-export function canRemoveParticipant(actorId: string, actorRole: ParticipantDto["role"], targetId: string): boolean {
-  return actorId === targetId || actorRole === "owner";
+/**
+ * May `actorId`, whose role is `actorRole`, remove `targetId`? Anyone may leave; owners remove others, except
+ * in a direct conversation: there, one who could come back by creating it again can only leave.
+ */
+export function canRemoveParticipant(
+  actorId: string,
+  actorRole: ParticipantDto["role"],
+  targetId: string,
+  direct: boolean,
+): boolean {
+  return actorId === targetId || (actorRole === "owner" && !direct);
 }
 
 export interface ListCursor {

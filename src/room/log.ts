@@ -406,6 +406,8 @@ export function addParticipants(
   userIds: string[],
   max: number,
   now: number,
+  /** Newcomers read from the last message on; one coming back (to a direct conversation) from where they left. */
+  from: "now" | "where-they-left" = "now",
 ): { added: string[]; overLimit: boolean } {
   return storage.transactionSync(() => {
     const { sql } = storage;
@@ -415,12 +417,17 @@ export function addParticipants(
     if (newcomers.length === 0) return { added: [], overLimit: false };
     const lastSeq = readConversation(sql)?.lastSeq ?? 0;
     for (const userId of newcomers) {
+      const left =
+        from === "where-they-left"
+          ? first<{ seq: number | null }>(sql, "SELECT last_read_seq AS seq FROM departed WHERE user_id = ?", userId)
+              ?.seq
+          : null;
       sql.exec(
         `INSERT INTO participants (user_id, role, joined_at, last_read_seq, last_delivered_seq, announced_delivered_seq)
          VALUES (?1, 'member', ?2, ?3, ?3, ?3)`,
         userId,
         now,
-        lastSeq,
+        Math.min(left ?? lastSeq, lastSeq),
       );
       sql.exec("DELETE FROM departed WHERE user_id = ?", userId);
     }
@@ -434,7 +441,12 @@ export function addParticipants(
 export function removeParticipant(storage: DurableObjectStorage, userId: string, now: number): boolean {
   return storage.transactionSync(() => {
     const { sql } = storage;
-    if (!isParticipant(sql, userId)) return false;
+    const leaving = first<{ lastReadSeq: number }>(
+      sql,
+      "SELECT last_read_seq AS lastReadSeq FROM participants WHERE user_id = ?",
+      userId,
+    );
+    if (!leaving) return false;
     sql.exec("DELETE FROM participants WHERE user_id = ?", userId);
     sql.exec(
       `UPDATE participants SET role = 'owner'
@@ -442,7 +454,13 @@ export function removeParticipant(storage: DurableObjectStorage, userId: string,
          AND NOT EXISTS (SELECT 1 FROM participants WHERE role = 'owner')`,
     );
     const rev = bump(sql, now);
-    sql.exec("INSERT OR REPLACE INTO departed (user_id, at, rev) VALUES (?, ?, ?)", userId, now, rev);
+    sql.exec(
+      "INSERT OR REPLACE INTO departed (user_id, at, rev, last_read_seq) VALUES (?, ?, ?, ?)",
+      userId,
+      now,
+      rev,
+      leaving.lastReadSeq,
+    );
     return true;
   });
 }

@@ -414,7 +414,7 @@ export class ConversationRoom extends DurableObject<Env> {
     return this.#rpc(async () => {
       const conversation = await this.#open();
       if (!conversation?.direct) throw notFound();
-      const { added } = addParticipants(this.ctx.storage, [input.userId], 2, Date.now());
+      const { added } = addParticipants(this.ctx.storage, [input.userId], 2, Date.now(), "where-they-left");
       if (added.length > 0) await this.#membershipChanged([]);
       return this.#view(await this.#openFor(input.userId), input.userId);
     });
@@ -436,8 +436,11 @@ export class ConversationRoom extends DurableObject<Env> {
         return null;
       }
       if (!actor || !isParticipant(this.#sql, input.userId)) throw notFound();
-      if (!canRemoveParticipant(input.actorId, actor.role, input.userId)) {
-        throw new ApiError("forbidden", "Only an owner can remove other participants");
+      if (!canRemoveParticipant(input.actorId, actor.role, input.userId, conversation.direct)) {
+        const message = conversation.direct
+          ? "In a direct conversation each participant can only leave"
+          : "Only an owner can remove other participants";
+        throw new ApiError("forbidden", message);
       }
       removeParticipant(this.ctx.storage, input.userId, Date.now());
       await this.#membershipChanged([input.userId]);

@@ -53,6 +53,11 @@ const MIGRATIONS: Migrations = [
        failures INTEGER NOT NULL,
        not_before INTEGER NOT NULL)`,
   ],
+  [
+    // Where a departed user had read up to: one who comes back to a direct conversation finds unread what
+    // was said while away. Unknown (null) for those who left before this version.
+    "ALTER TABLE departed ADD COLUMN last_read_seq INTEGER",
+  ],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
