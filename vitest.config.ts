@@ -21,6 +21,8 @@ export default defineConfig(async () => ({
           PUSH_WEBHOOK_URL: "https://webhook.push.test/notify",
           PUSH_WEBHOOK_SECRET: "test-webhook-secret",
           PUSH_DELAY_SECONDS: "0",
+          // The tests' push services are hosts under push.test (the default list names the browsers' own).
+          PUSH_SERVICE_HOSTS: "push.test",
         },
         // No request leaves a test: the push services and the webhook of the tests answer here (a test may
         // intercept them first with a fetch spy); anything else gets a 502.

@@ -19,6 +19,10 @@ declare global {
       VAPID_PUBLIC_KEY?: string;
       VAPID_PRIVATE_KEY?: string;
       VAPID_SUBJECT?: string;
+      /** Comma-separated hosts of the push services endpoints may be on (src/push/config.ts has the default). */
+      PUSH_SERVICE_HOSTS?: string;
+      /** Subrequests one invocation of the push consumer may make. */
+      PUSH_SUBREQUEST_BUDGET?: string;
     }
   }
 }

@@ -1,11 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { readPushConfig } from "../src/push/config";
+import { DEFAULT_PUSH_SERVICE_HOSTS, isPushService, readPushConfig } from "../src/push/config";
 import { base64UrlBytes } from "../src/push/keys";
 import {
   buildNotification,
   classifyStatus,
   collapseChecks,
   defersToNewer,
+  inlineDeliveries,
   type PushConversation,
   parseRetryAfter,
   retryDelaySeconds,
@@ -21,7 +22,45 @@ const conversation = (over: Partial<PushConversation> = {}): PushConversation =>
   ...over,
 });
 
+describe("the push services' allow-list", () => {
+  it("takes the big browsers' push services by default, on a label boundary only", () => {
+    const config = readPushConfig({});
+    for (const endpoint of [
+      "https://fcm.googleapis.com/fcm/send/abc",
+      "https://updates.push.services.mozilla.com/wpush/v2/abc",
+      "https://web.push.apple.com/QGmN",
+      "https://wns2-par02p.notify.windows.com/w/?token=abc",
+    ]) {
+      expect(isPushService(config, endpoint), endpoint).toBe(true);
+    }
+    for (const endpoint of [
+      "https://fcm.googleapis.com.attacker.example/x",
+      "https://evilfcm.googleapis.com/x",
+      "http://fcm.googleapis.com/fcm/send/abc",
+      "https://attacker.example/fcm.googleapis.com",
+      "not a url",
+    ]) {
+      expect(isPushService(config, endpoint), endpoint).toBe(false);
+    }
+  });
+
+  it("is replaced by PUSH_SERVICE_HOSTS when set", () => {
+    const config = readPushConfig({ PUSH_SERVICE_HOSTS: " push.example , other.test " });
+    expect(isPushService(config, "https://a.push.example/x")).toBe(true);
+    expect(isPushService(config, "https://other.test/x")).toBe(true);
+    expect(isPushService(config, "https://fcm.googleapis.com/fcm/send/abc")).toBe(false);
+  });
+});
+
 describe("push rules", () => {
+  it("sends as many deliveries now as the budget pays for, after the queue calls of the rest", () => {
+    expect(inlineDeliveries(30, 18, 2)).toBe(8); // 1 queue call, then 17 / 2
+    expect(inlineDeliveries(5, 500, 2)).toBe(5);
+    expect(inlineDeliveries(2_000, 500, 2)).toBe(240); // 20 queue calls
+    expect(inlineDeliveries(10, 0, 2)).toBe(0);
+    expect(inlineDeliveries(0, 100, 2)).toBe(0);
+  });
+
   it("collapses the checks of a batch to the highest seq of each conversation", () => {
     const checks = [
       { conversationId: "a", seq: 2 },
@@ -78,7 +117,15 @@ describe("push rules", () => {
   });
 
   it("reads the settings: a 10 s default delay, and a channel only when it is complete", () => {
-    expect(readPushConfig({})).toEqual({ delaySeconds: 10, vapid: null, webhook: null });
+    expect(readPushConfig({})).toEqual({
+      delaySeconds: 10,
+      vapid: null,
+      webhook: null,
+      serviceHosts: DEFAULT_PUSH_SERVICE_HOSTS,
+      subrequestBudget: 500,
+    });
+    expect(readPushConfig({ PUSH_SUBREQUEST_BUDGET: "50" }).subrequestBudget).toBe(50);
+    expect(readPushConfig({ PUSH_SUBREQUEST_BUDGET: "0" }).subrequestBudget).toBe(500);
     expect(readPushConfig({ PUSH_DELAY_SECONDS: "0" }).delaySeconds).toBe(0);
     expect(readPushConfig({ PUSH_DELAY_SECONDS: "-1" }).delaySeconds).toBe(10);
     expect(readPushConfig({ PUSH_DELAY_SECONDS: "1e9" }).delaySeconds).toBe(43_200);

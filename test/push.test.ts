@@ -172,6 +172,39 @@ describe("PUT and DELETE /v1/push/subscriptions", () => {
     expect(Object.keys(doc.paths["/v1/push/subscriptions"] ?? {}).sort()).toEqual(["delete", "put"]);
   });
 
+  it("takes only endpoints of known push services: any other https host is 400, and nothing is sent there", async () => {
+    const bob = uniqueUser("bob");
+    const good = await fakeBrowser("https://fcm.push.test/send/allowed");
+    for (const endpoint of [
+      "https://attacker.example/collect",
+      "https://push.test.attacker.example/x",
+      "https://notpush.test/x",
+      "https://127.0.0.1/x",
+    ]) {
+      const res = await call("/v1/push/subscriptions", { method: "PUT", as: bob, body: { endpoint, keys: good.keys } });
+      const error = await expectError(res, 400, "validation_failed");
+      expect(error.error.details, endpoint).toEqual([
+        { path: "endpoint", message: expect.stringContaining("push service") },
+      ]);
+    }
+    const { results } = await env.DB.prepare("SELECT 1 FROM push_subscriptions WHERE user_id = ?").bind(bob).all();
+    expect(results).toEqual([]);
+
+    // One stored before the allow-list existed gets nothing either.
+    const alice = uniqueUser("alice");
+    const legacy = await fakeBrowser("https://attacker.example/legacy");
+    await env.DB.prepare(
+      "INSERT INTO push_subscriptions (endpoint, user_id, p256dh, auth, created_at) VALUES (?, ?, ?, ?, ?)",
+    )
+      .bind(legacy.endpoint, bob, legacy.keys.p256dh, legacy.keys.auth, Date.now())
+      .run();
+    const conv = await createConversation(alice, [bob]);
+    const checks = await captureChecks(conv.id);
+    await send(conv.id, alice, "hello");
+    await runConsumer(checksOf(checks));
+    expect(outbound.to(legacy.endpoint)).toEqual([]);
+  });
+
   it("refuses bad input with 400 validation_failed and the failing paths, and stores nothing", async () => {
     const bob = uniqueUser("bob");
     const good = await fakeBrowser("https://fcm.push.test/send/never-stored");
@@ -438,6 +471,55 @@ describe("push notifications to participants who are away", () => {
     const last = await runConsumer([retry], { attempts: 4 });
     expect(last.result.retryMessages).toEqual([]);
     expect(last.result.explicitAcks).toHaveLength(1);
+  });
+
+  it("builds a retried delivery again from the conversation as it is: a message deleted since is not shown", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const browser = await subscribedBrowser(bob);
+    outbound.answer(browser.endpoint, 503, 201);
+    outbound.answer(WEBHOOK, 201);
+    const conv = await createConversation(alice, [bob]);
+    const checks = await captureChecks(conv.id);
+    await send(conv.id, alice, "the secret plan");
+    const first = await runConsumer(checksOf(checks));
+    const retry = first.scheduled.find((s) => s.body.kind === "deliver")?.body as PushTask;
+    expect(retry).toMatchObject({ channel: { type: "webpush" } });
+
+    const deleted = await call(`/v1/conversations/${conv.id}/messages/1`, { method: "DELETE", as: alice });
+    expect(deleted.status).toBe(200);
+    await runConsumer([retry]);
+    const pushes = outbound.to(browser.endpoint);
+    expect(pushes).toHaveLength(2);
+    const sent = await decrypted(browser, pushes[1] as Sent);
+    expect(sent).toMatchObject({ preview: "", lastSeq: 1, unreadCount: 1 });
+    expect(JSON.stringify(sent)).not.toContain("secret plan");
+  });
+
+  it("keeps one invocation within its subrequest budget however many are away: the rest go out later", async () => {
+    const alice = uniqueUser("alice");
+    const away = Array.from({ length: 30 }, (_, i) => uniqueUser(`away${i}`));
+    const browsers = await Promise.all(away.map((u) => subscribedBrowser(u)));
+    const conv = await createConversation(alice, away);
+    const checks = await captureChecks(conv.id);
+    await send(conv.id, alice, "to everyone");
+    const budget = 20;
+    const vars = { PUSH_SUBREQUEST_BUDGET: String(budget), PUSH_WEBHOOK_URL: "" };
+
+    const first = await runConsumer(checksOf(checks), { vars });
+    const inline = outbound.sent.length;
+    // The room's answer and the subscriptions' read from D1 are subrequests too.
+    expect(inline).toBeLessThanOrEqual(budget - 2);
+    expect(inline).toBeGreaterThan(0);
+    const later = first.scheduled.map((s) => s.body);
+    expect(later).toHaveLength(30 - inline);
+    expect(later.every((t) => t.kind === "deliver")).toBe(true);
+    // The deferred deliveries, a batch at a time, each within the budget too; everyone gets exactly one push.
+    for (let i = 0; i < later.length; i += 4) {
+      const before = outbound.sent.length;
+      await runConsumer(later.slice(i, i + 4), { vars });
+      expect(outbound.sent.length - before).toBeLessThanOrEqual(budget);
+    }
+    for (const browser of browsers) expect(outbound.to(browser.endpoint)).toHaveLength(1);
   });
 
   it("drops a retry once the user has read the message", async () => {

@@ -66,6 +66,19 @@ export function buildNotification(conversation: PushConversation, lastReadSeq: n
   };
 }
 
+/** A queue takes at most this many messages per `sendBatch`. */
+export const QUEUE_BATCH = 100;
+
+/**
+ * How many of `planned` deliveries an invocation with `budget` subrequests left sends itself, at `cost`
+ * each; the others (and the retries of those sent) go back to the queue, `QUEUE_BATCH` per call, which the
+ * budget pays for first.
+ */
+export function inlineDeliveries(planned: number, budget: number, cost: number): number {
+  const queueCalls = Math.ceil(planned / QUEUE_BATCH);
+  return Math.max(0, Math.min(planned, Math.floor((budget - queueCalls) / cost)));
+}
+
 /** What a delivery's answer means. */
 export type DeliveryOutcome = "sent" | "gone" | "retry" | "failed";
 

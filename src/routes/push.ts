@@ -1,6 +1,7 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { AppEnv } from "../env";
 import { ApiError } from "../errors";
+import { isPushService, readPushConfig } from "../push/config";
 import { isP256PublicKey } from "../push/keys";
 import { deleteSubscription, saveSubscription } from "../push/store";
 import { PushSubscriptionBody, PushUnsubscribeBody } from "../schemas";
@@ -24,6 +25,11 @@ export function pushRoutes(app: OpenAPIHono<AppEnv>): void {
   });
   app.openapi(subscribe, async (c) => {
     const { endpoint, keys } = c.req.valid("json");
+    if (!isPushService(readPushConfig(c.env), endpoint)) {
+      throw new ApiError("validation_failed", "The request is not valid", [
+        { path: "endpoint", message: "must be an endpoint of a known push service (PUSH_SERVICE_HOSTS)" },
+      ]);
+    }
     if (!(await isP256PublicKey(keys.p256dh))) {
       throw new ApiError("validation_failed", "The request is not valid", [
         { path: "keys.p256dh", message: "must be a point on P-256" },
