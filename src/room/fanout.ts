@@ -22,6 +22,8 @@ export class Sockets {
     private readonly ctx: DurableObjectState,
     /** Whether a user found on a socket after a wake-up still belongs here; others are closed. */
     private readonly belongs: (userId: string) => boolean,
+    /** A user's last socket here is gone, however it went: closed by either side, or failing a send. */
+    private readonly gone: (userId: string) => void,
   ) {}
 
   /** The open sockets and their state; after a wake-up, rebuilt from the attachments. */
@@ -67,48 +69,44 @@ export class Sockets {
     return [...new Set([...this.all().values()].map((a) => a.userId))];
   }
 
-  /** Forgets a socket; returns its user when it was that user's last socket here. */
-  forget(ws: WebSocket): string | null {
+  /** Forgets a socket its client closed (or that failed); its user is gone when it was their last. */
+  forget(ws: WebSocket): void {
     const attachment = this.get(ws);
-    if (!attachment || !this.all().delete(ws)) return null;
-    return this.ofUser(attachment.userId).length === 0 ? attachment.userId : null;
+    if (!attachment || !this.all().delete(ws)) return;
+    if (this.ofUser(attachment.userId).length === 0) this.gone(attachment.userId);
   }
 
-  /** Closes a socket from this side; returns its user when it was that user's last socket. */
-  close(ws: WebSocket, code: number, reason: string): string | null {
-    const last = this.forget(ws);
+  /** Closes a socket from this side. */
+  close(ws: WebSocket, code: number, reason: string): void {
+    this.forget(ws);
     closeSocket(ws, code, reason);
-    return last;
   }
 
-  /** Sends one frame; a socket that cannot take it is closed, so that its client reconnects. */
-  sendTo(ws: WebSocket, frame: ServerFrame): string | null {
-    return this.sendText(ws, JSON.stringify(frame));
+  /** Sends one frame. */
+  sendTo(ws: WebSocket, frame: ServerFrame): void {
+    this.#sendText(ws, JSON.stringify(frame));
   }
 
-  /** As `sendTo`, for a frame serialized already; returns the user of a socket this closed as their last. */
-  sendText(ws: WebSocket, text: string): string | null {
-    try {
-      ws.send(text);
-      return null;
-    } catch {
-      return this.close(ws, 1011, "could not send");
-    }
-  }
-
-  /** Sends one frame, serialized once, to every socket of the audience; returns the users reached. */
-  broadcast(frame: ServerFrame, audience: Audience = {}): { reached: string[]; gone: string[] } {
+  /** Sends one frame, serialized once, to every socket of the audience. */
+  broadcast(frame: ServerFrame, audience: Audience = {}): void {
     const text = JSON.stringify(frame);
-    const reached = new Set<string>();
-    const gone: string[] = [];
     for (const [ws, attachment] of this.all()) {
       if (ws === audience.except || attachment.userId === audience.exceptUser) continue;
       if (audience.only && !audience.only.has(attachment.userId)) continue;
-      const last = this.sendText(ws, text);
-      if (last) gone.push(last);
-      else if (this.all().has(ws)) reached.add(attachment.userId);
+      this.#sendText(ws, text);
     }
-    return { reached: [...reached], gone };
+  }
+
+  /**
+   * A socket that cannot take a frame is closed, not only forgotten: a client whose socket is left open gets
+   * `pong`s from the runtime and would never reconnect.
+   */
+  #sendText(ws: WebSocket, text: string): void {
+    try {
+      ws.send(text);
+    } catch {
+      this.close(ws, 1011, "could not send");
+    }
   }
 }
 

@@ -144,7 +144,11 @@ export class ConversationRoom extends DurableObject<Env> {
     );
     this.#sql = ctx.storage.sql;
     migrate(ctx.storage);
-    this.#sockets = new Sockets(ctx, (userId) => isParticipant(this.#sql, userId));
+    this.#sockets = new Sockets(
+      ctx,
+      (userId) => isParticipant(this.#sql, userId),
+      (userId) => this.#gone(userId),
+    );
     this.#typing = new Typing(ctx.storage.kv);
     this.#receipts = new Receipts(this.#sockets);
     // `ping` is answered by the runtime, without waking the room.
@@ -249,9 +253,9 @@ export class ConversationRoom extends DurableObject<Env> {
     const attachment = this.#sockets.get(ws);
     // A socket closed from here (removed, abusive, idle) has nothing more to say.
     if (!attachment) return;
-    if (typeof data !== "string") return this.#close(ws, 1003, "binary frames are not accepted");
+    if (typeof data !== "string") return this.#sockets.close(ws, 1003, "binary frames are not accepted");
     if (data.length > this.#limits.frameBytes / 3 && byteLength(data) > this.#limits.frameBytes) {
-      return this.#close(ws, 1009, `frames are limited to ${this.#limits.frameBytes} bytes`);
+      return this.#sockets.close(ws, 1009, `frames are limited to ${this.#limits.frameBytes} bytes`);
     }
     this.#sockets.touch(ws, attachment);
 
@@ -299,7 +303,7 @@ export class ConversationRoom extends DurableObject<Env> {
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
-    this.#gone(this.#sockets.forget(ws));
+    this.#sockets.forget(ws);
     // Complete the closing handshake, or the client never sees its close event.
     try {
       ws.close(code === 1005 || code === 1006 ? 1000 : code, reason);
@@ -309,7 +313,7 @@ export class ConversationRoom extends DurableObject<Env> {
   }
 
   override async webSocketError(ws: WebSocket): Promise<void> {
-    this.#gone(this.#sockets.forget(ws));
+    this.#sockets.forget(ws);
   }
 
   // ---- RPC from the Worker ------------------------------------------------------------------------------
@@ -658,7 +662,7 @@ export class ConversationRoom extends DurableObject<Env> {
   /** After a membership change: close the removed users' sockets, tell the rest, and update D1 before answering. */
   async #membershipChanged(removed: string[]): Promise<void> {
     for (const userId of removed) {
-      for (const ws of this.#sockets.ofUser(userId)) this.#close(ws, 4403, "removed from the conversation");
+      for (const ws of this.#sockets.ofUser(userId)) this.#sockets.close(ws, 4403, "removed from the conversation");
     }
     const participants = readParticipants(this.#sql, this.conversationId).map(toParticipant);
     this.#sockets.broadcast({ type: "participants", participants });
@@ -675,7 +679,7 @@ export class ConversationRoom extends DurableObject<Env> {
     for (const [ws, attachment] of this.#sockets.all()) {
       const pinged = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
       if (Math.max(attachment.lastSeenAt, pinged) + IDLE_SOCKET_MS <= now) {
-        this.#close(ws, 1000, "no frame or ping for too long");
+        this.#sockets.close(ws, 1000, "no frame or ping for too long");
       }
     }
     this.#announceDelivered();
@@ -797,14 +801,8 @@ export class ConversationRoom extends DurableObject<Env> {
     }
   }
 
-  /** Closes a socket from here; when it was its user's last, they are offline. */
-  #close(ws: WebSocket, code: number, reason: string): void {
-    this.#gone(this.#sockets.close(ws, code, reason));
-  }
-
   /** A user's last socket is gone: they are offline and no longer typing. */
-  #gone(userId: string | null): void {
-    if (!userId) return;
+  #gone(userId: string): void {
     if (this.#typing.has(userId)) this.#setTyping(userId, false);
     this.#sockets.broadcast({ type: "presence", userId, online: false });
   }
@@ -819,7 +817,7 @@ export class ConversationRoom extends DurableObject<Env> {
     if (error.code !== "rate_limited") return;
     const strikes = (this.#strikes.get(ws) ?? 0) + 1;
     this.#strikes.set(ws, strikes);
-    if (strikes >= ABUSE_STRIKES) this.#close(ws, 4429, "too many messages");
+    if (strikes >= ABUSE_STRIKES) this.#sockets.close(ws, 4429, "too many messages");
   }
 
   #schemas(): MessageSchemas {
