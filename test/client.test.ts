@@ -16,6 +16,7 @@ import {
   type SocketStatus,
   type WebSocketLike,
 } from "../src/client";
+import type { ServerFrame } from "../src/schemas";
 import { eventually, fed, projected, seedMessages, storedMessages, tokenFor, uniqueUser } from "./helpers";
 
 /** The SDK against the real Worker: its fetch, and sockets upgraded through it. */
@@ -245,6 +246,356 @@ describe("ConversationSocket", () => {
     await opened(b);
     expect(b.pending()).toEqual([]);
     expect(seen.messages.map((m) => m.seq)).toEqual([1]);
+    b.close();
+  });
+});
+
+/**
+ * A socket the test plays the server of, for frame orderings the real room cannot produce on demand: it
+ * records what the SDK sends and delivers the frames the test gives it. It fakes the network, not the platform.
+ */
+class ScriptedSocket implements WebSocketLike {
+  readonly sent: string[] = [];
+  closedByClient: number | undefined;
+  readonly #onMessage: ((event: { data: unknown }) => void)[] = [];
+  readonly #onClose: ((event: { code: number; reason: string }) => void)[] = [];
+  #closed = false;
+
+  constructor(readonly url: string) {}
+
+  /** The `since` the SDK connected with, or null. */
+  get since() {
+    return new URL(this.url).searchParams.get("since");
+  }
+
+  send(data: string) {
+    if (this.#closed) throw new Error("send on a closed socket");
+    this.sent.push(data);
+  }
+
+  close(code = 1000, reason = "") {
+    this.closedByClient ??= code;
+    this.drop(code, reason);
+  }
+
+  addEventListener(type: "message", listener: (event: { data: unknown }) => void): void;
+  addEventListener(type: "close", listener: (event: { code: number; reason: string }) => void): void;
+  addEventListener(type: "message" | "close", listener: (event: never) => void) {
+    if (type === "message") this.#onMessage.push(listener as (event: { data: unknown }) => void);
+    else this.#onClose.push(listener as (event: { code: number; reason: string }) => void);
+  }
+
+  frame(frame: ServerFrame) {
+    for (const listener of this.#onMessage) listener({ data: JSON.stringify(frame) });
+  }
+
+  /** The network or the server ends the connection. */
+  drop(code = 1006, reason = "") {
+    if (this.#closed) return;
+    this.#closed = true;
+    queueMicrotask(() => {
+      for (const listener of this.#onClose) listener({ code, reason });
+    });
+  }
+
+  /** The send frames the SDK wrote, in order. */
+  sends() {
+    return this.sent.filter((d) => d !== "ping").map((d) => JSON.parse(d) as { type: string; localId: string });
+  }
+}
+
+/** A connector handing out ScriptedSockets; `socket(n)` waits for the n-th connection. */
+function scripted() {
+  const sockets: ScriptedSocket[] = [];
+  const connect: SocketConnector = async (url) => {
+    const socket = new ScriptedSocket(url);
+    sockets.push(socket);
+    return socket;
+  };
+  const socket = async (n: number) => {
+    await eventually(() => sockets.length > n, 5_000, `connection ${n}`);
+    return sockets[n] as ScriptedSocket;
+  };
+  return { sockets, connect, socket };
+}
+
+const readyFrame = (conversationId: string, userId: string, lastSeq: number): ServerFrame => ({
+  type: "ready",
+  conversationId,
+  userId,
+  lastSeq,
+  participants: [],
+  online: [],
+  typing: [],
+});
+
+/** A promise that resolves once `gate.open()` is called: a network that is down until then. */
+function gate() {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { opened, open };
+}
+
+describe("ConversationSocket across reconnects", () => {
+  it("delivers a live message that overtakes the replay in seq order, and resumes from the contiguous seq", async () => {
+    const { alice, bob, conv } = await twoPeople();
+    const a = clientFor(alice);
+    const [m1, m2, m3] = [
+      await a.sendMessage(conv.id, { content: "one" }),
+      await a.sendMessage(conv.id, { content: "two" }),
+      await a.sendMessage(conv.id, { content: "three" }),
+    ];
+    const net = scripted();
+    const b = new ConversationSocket(clientFor(bob), conv.id, { ...fast, connect: net.connect, since: 0 });
+    const seen = record(b);
+    const first = await net.socket(0);
+    first.frame(readyFrame(conv.id, bob, 2));
+    first.frame({ type: "message", message: m3 }); // live, before the replay is over
+    first.frame({ type: "message", message: m1 }); // the replay
+    expect(seen.messages.map((m) => m.seq)).toEqual([1]);
+    expect(b.lastSeq).toBe(1);
+    first.drop(); // before seq 2 of the replay arrived
+
+    const second = await net.socket(1);
+    expect(second.since).toBe("1");
+    second.frame(readyFrame(conv.id, bob, 3));
+    second.frame({ type: "message", message: m2 });
+    second.frame({ type: "message", message: m3 });
+    await eventually(() => seen.messages.length === 3, 2_000, "the rest of the replay");
+    expect(seen.messages.map((m) => m.seq)).toEqual([1, 2, 3]);
+    expect(b.lastSeq).toBe(3);
+    b.close();
+  });
+
+  it("holds its own ack that arrives before the end of a replay until the replay reaches it", async () => {
+    const { alice, bob, conv } = await twoPeople();
+    const a = clientFor(alice);
+    const [m1, m2] = [
+      await a.sendMessage(conv.id, { content: "one" }),
+      await a.sendMessage(conv.id, { content: "two" }),
+    ];
+    const net = scripted();
+    const b = new ConversationSocket(clientFor(bob), conv.id, { ...fast, connect: net.connect, since: 0 });
+    const seen = record(b);
+    const first = await net.socket(0);
+    first.frame(readyFrame(conv.id, bob, 2));
+    const sending = b.send("mine", "mine-1");
+    await eventually(() => first.sends().some((f) => f.localId === "mine-1"), 2_000, "the send frame");
+    const mine: Message = { ...m2, id: "mine", seq: 3, senderId: bob, content: "mine", localId: "mine-1" };
+    first.frame({ type: "ack", localId: "mine-1", message: mine });
+    expect(await sending).toMatchObject({ seq: 3, localId: "mine-1" }); // stored: the promise need not wait
+    first.frame({ type: "message", message: m1 });
+    expect(seen.messages.map((m) => m.seq)).toEqual([1]);
+    first.drop();
+
+    const second = await net.socket(1);
+    expect(second.since).toBe("1");
+    second.frame(readyFrame(conv.id, bob, 3));
+    second.frame({ type: "message", message: m2 });
+    second.frame({ type: "message", message: mine });
+    await eventually(() => seen.messages.length === 3, 2_000, "the replay");
+    expect(seen.messages.map((m) => m.seq)).toEqual([1, 2, 3]);
+    expect(b.pending()).toEqual([]);
+    b.close();
+  });
+
+  it("gives an edit of a message it holds back right after that message", async () => {
+    const { alice, bob, conv } = await twoPeople();
+    const a = clientFor(alice);
+    const [m1, m2] = [
+      await a.sendMessage(conv.id, { content: "one" }),
+      await a.sendMessage(conv.id, { content: "two" }),
+    ];
+    const net = scripted();
+    const b = new ConversationSocket(clientFor(bob), conv.id, { ...fast, connect: net.connect, since: 0 });
+    const events: string[] = [];
+    b.on("message", (m) => events.push(`message ${m.seq} ${m.content}`));
+    b.on("updated", (m) => events.push(`updated ${m.seq} ${m.content}`));
+    const socket = await net.socket(0);
+    socket.frame(readyFrame(conv.id, bob, 2));
+    socket.frame({ type: "message", message: m2 });
+    socket.frame({ type: "message_updated", message: { ...m2, content: "two, edited", editedAt: m2.createdAt } });
+    expect(events).toEqual([]);
+    socket.frame({ type: "message", message: m1 });
+    expect(events).toEqual(["message 1 one", "message 2 two", "updated 2 two, edited"]);
+    b.close();
+  });
+
+  it("sends one message at a time, waits out a rate limit and goes on from the refused one", async () => {
+    const { bob, conv } = await twoPeople();
+    const net = scripted();
+    const b = new ConversationSocket(clientFor(bob), conv.id, { ...fast, connect: net.connect });
+    const errors: unknown[] = [];
+    b.on("error", (e) => errors.push(e));
+    const socket = await net.socket(0);
+    const sends = ["a", "b", "c"].map((id) => b.send(`content ${id}`, id));
+    socket.frame(readyFrame(conv.id, bob, 0));
+    const stored = (localId: string, seq: number): Message => ({
+      id: `id-${localId}`,
+      conversationId: conv.id,
+      seq,
+      senderId: bob,
+      content: `content ${localId}`,
+      localId,
+      createdAt: new Date().toISOString(),
+      editedAt: null,
+      deletedAt: null,
+    });
+    const sentIds = () => socket.sends().map((f) => f.localId);
+    await eventually(() => sentIds().length === 1, 2_000, "the first send");
+    expect(sentIds()).toEqual(["a"]); // the next waits for its answer
+    socket.frame({ type: "ack", localId: "a", message: stored("a", 1) });
+    expect(sentIds()).toEqual(["a", "b"]);
+    const refusedAt = Date.now();
+    socket.frame({ type: "error", code: "rate_limited", message: "slow down", ref: "b", retryAfterMs: 300 });
+    socket.frame({ type: "error", code: "rate_limited", message: "a late one", ref: "a", retryAfterMs: 5_000 });
+    expect(b.outbox().map((e) => [e.localId, e.state])).toEqual([
+      ["b", "queued"],
+      ["c", "queued"],
+    ]);
+    await eventually(() => sentIds().length === 3, 2_000, "the resend");
+    expect(Date.now() - refusedAt).toBeGreaterThanOrEqual(290);
+    expect(sentIds()).toEqual(["a", "b", "b"]);
+    socket.frame({ type: "error", code: "unavailable", message: "storage failed", ref: "b" });
+    await eventually(() => sentIds().length === 4, 2_000, "the resend after unavailable");
+    socket.frame({ type: "ack", localId: "b", message: stored("b", 2) });
+    expect(sentIds()).toEqual(["a", "b", "b", "b", "c"]);
+    socket.frame({ type: "ack", localId: "c", message: stored("c", 3) });
+    expect((await Promise.all(sends)).map((m) => m.seq)).toEqual([1, 2, 3]);
+    expect(errors).toEqual([]); // refusals worth a retry are the outbox's business
+    b.close();
+  });
+
+  it("retries a failed resync page while live messages wait, without an unhandled rejection", async () => {
+    const { alice, bob, conv } = await twoPeople();
+    const a = clientFor(alice);
+    for (const content of ["one", "two", "three"]) await a.sendMessage(conv.id, { content });
+    const live = await a.sendMessage(conv.id, { content: "four" });
+    let pagesRefused = 0;
+    // A network on which the first page of history fails.
+    const flaky = new ChatClient({
+      baseUrl: "https://chat.test",
+      token: () => tokenFor(bob),
+      fetch: async (r) => {
+        if (r.method === "GET" && new URL(r.url).pathname.endsWith("/messages") && pagesRefused++ === 0) {
+          return Response.json({ error: { code: "unavailable", message: "injected" } }, { status: 503 });
+        }
+        return exports.default.fetch(r);
+      },
+    });
+    const unhandled: unknown[] = [];
+    const onUnhandled = (event: { reason: unknown }) => unhandled.push(event.reason);
+    globalThis.addEventListener("unhandledrejection", onUnhandled as never);
+    try {
+      const net = scripted();
+      const b = new ConversationSocket(flaky, conv.id, { ...fast, connect: net.connect, since: 0 });
+      const seen = record(b);
+      const socket = await net.socket(0);
+      socket.frame(readyFrame(conv.id, bob, 3));
+      socket.frame({ type: "resync", fromSeq: 0 });
+      socket.frame({ type: "message", message: live });
+      await eventually(() => seen.messages.length === 4, 5_000, "the pages and the live message");
+      expect(seen.messages.map((m) => m.seq)).toEqual([1, 2, 3, 4]);
+      expect(pagesRefused).toBeGreaterThanOrEqual(2);
+      b.close();
+      await new Promise((r) => setTimeout(r, 50));
+      expect(unhandled).toEqual([]);
+    } finally {
+      globalThis.removeEventListener("unhandledrejection", onUnhandled as never);
+    }
+  });
+
+  it("stays closed when close() comes while it is connecting: the late socket is closed, no event follows", async () => {
+    const { bob, conv } = await twoPeople();
+    const network = gate();
+    let closedByClient: number | undefined;
+    let connecting = false;
+    const late: SocketConnector = async (url) => {
+      connecting = true;
+      await network.opened;
+      const ws = await workerdConnector(url);
+      return {
+        send: (data) => ws.send(data),
+        close: (code, reason) => {
+          closedByClient ??= code;
+          ws.close(code, reason);
+        },
+        addEventListener: (type: "message" | "close", listener: (event: never) => void) =>
+          ws.addEventListener(type as "message", listener as never),
+      } as WebSocketLike;
+    };
+    const b = new ConversationSocket(clientFor(bob), conv.id, { ...fast, connect: late });
+    const events: string[] = [];
+    for (const name of ["ready", "message", "status", "presence", "closed"] as const) {
+      b.on(name, (value) => events.push(`${name}:${typeof value === "string" ? value : ""}`));
+    }
+    await eventually(() => connecting, 3_000, "the connection to start opening");
+    b.close();
+    expect(b.status).toBe("closed");
+    const afterClose = events.length;
+    network.open();
+    await eventually(() => closedByClient !== undefined, 3_000, "the late socket to be closed");
+    await new Promise((r) => setTimeout(r, 200));
+    expect(b.status).toBe("closed");
+    expect(events.slice(afterClose)).toEqual([]);
+    expect(events.at(-1)).toBe("closed:");
+  });
+
+  it("returns the same promise for a second send with the same localId, and refuses other content for it", async () => {
+    const { bob, conv } = await twoPeople();
+    const network = gate();
+    const b = new ConversationSocket(clientFor(bob), conv.id, {
+      ...fast,
+      connect: async (url) => {
+        await network.opened;
+        return workerdConnector(url);
+      },
+    });
+    const first = b.send("same", "dup-1");
+    const again = b.send("same", "dup-1");
+    expect(again).toBe(first);
+    const conflict = await b.send("other", "dup-1").catch((e: unknown) => e);
+    expect(conflict).toBeInstanceOf(ChatApiError);
+    expect(conflict).toMatchObject({ code: "idempotency_conflict" });
+    expect(b.pending()).toEqual([{ localId: "dup-1", content: "same" }]);
+    network.open();
+    expect(await first).toMatchObject({ content: "same", localId: "dup-1" });
+    expect((await storedMessages(conv.id)).filter((m) => m.localId === "dup-1")).toHaveLength(1);
+    b.close();
+  });
+
+  it("takes a connection for dead when pongs stop after the first one", async () => {
+    const { alice, bob, conv } = await twoPeople();
+    let connections = 0;
+    // A network that lets the first pong of each connection through and loses the others.
+    const onePong: SocketConnector = async (url) => {
+      const ws = await workerdConnector(url);
+      connections++;
+      let pongs = 0;
+      return {
+        send: (data) => ws.send(data),
+        close: (code, reason) => ws.close(code, reason),
+        addEventListener: (type: "message" | "close", listener: (event: never) => void) =>
+          ws.addEventListener(type as "message", (event) => {
+            if (type === "message" && (event as { data: unknown }).data === "pong" && pongs++ > 0) return;
+            listener(event as never);
+          }),
+      } as WebSocketLike;
+    };
+    const b = new ConversationSocket(clientFor(bob), conv.id, {
+      ...fast,
+      connect: onePong,
+      pingIntervalMs: 100,
+      pongTimeoutMs: 150,
+    });
+    await opened(b);
+    await eventually(() => connections >= 2, 5_000, "a reconnect");
+    await opened(b);
+    const seen = record(b);
+    await clientFor(alice).sendMessage(conv.id, { content: "still here" });
+    await eventually(() => seen.messages.length === 1, 5_000);
     b.close();
   });
 });

@@ -1,5 +1,6 @@
 import type { InboxFrame } from "../schemas";
 import { reconnectDelayMs, wakeableSleep } from "./backoff";
+import { keepAlive } from "./keepalive";
 import { ChatApiError, type ChatClient, type Conversation } from "./rest";
 import { browserConnector, type SocketConnector, type SocketStatus, type WebSocketLike } from "./socket";
 
@@ -167,21 +168,10 @@ export class InboxSocket {
   #session(ws: WebSocketLike, onReady: () => void): Promise<number> {
     return new Promise((resolve) => {
       this.#ws = ws;
-      let pongDeadline: ReturnType<typeof setTimeout> | undefined;
-      const heard = () => {
-        clearTimeout(pongDeadline);
-        pongDeadline = undefined;
-      };
-      const pinger = setInterval(() => {
-        ws.send("ping");
-        pongDeadline ??= setTimeout(() => ws.close(4000, "no answer to ping"), this.#options.pongTimeoutMs);
-      }, this.#options.pingIntervalMs);
-      // As on a conversation socket: a socket that carried no frame from its client may not finish a close the
-      // server starts (workerd under wrangler dev). One `ping` at once avoids it; the runtime answers it.
-      ws.send("ping");
+      const alive = keepAlive(ws, this.#options);
 
       ws.addEventListener("message", (event) => {
-        heard();
+        alive.heard();
         if (typeof event.data !== "string" || event.data === "pong") return;
         let frame: InboxFrame;
         try {
@@ -196,8 +186,7 @@ export class InboxSocket {
         this.#onFrame(frame);
       });
       ws.addEventListener("close", (event) => {
-        clearInterval(pinger);
-        heard();
+        alive.stop();
         if (this.#ws === ws) this.#ws = undefined;
         resolve(event.code);
       });

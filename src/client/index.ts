@@ -13,6 +13,14 @@ export {
   removeConversation,
 } from "./inbox";
 export {
+  defaultOutboxStorage,
+  memoryOutboxStorage,
+  type OutboxItem,
+  type OutboxSnapshot,
+  type OutboxState,
+  type OutboxStorage,
+} from "./outbox";
+export {
   ChatApiError,
   ChatClient,
   type ChatClientOptions,
