@@ -40,18 +40,13 @@ export function createApp(limits: Limits): OpenAPIHono<AppEnv> {
     except((c) => isTicketConnect(c.req.path, c.req.query("ticket")), requireUser),
   );
 
-  metaRoutes(app);
+  metaRoutes(app, limits);
   devRoutes(app); // answers only when DEV_AUTH is set (.dev.vars); 404 otherwise
   conversationRoutes(app, limits);
   messageRoutes(app, limits);
   inboxRoutes(app);
   pushRoutes(app);
 
-  app.openAPIRegistry.registerComponent("securitySchemes", "Bearer", {
-    type: "http",
-    scheme: "bearer",
-    bearerFormat: "JWT",
-  });
   app.notFound(() => {
     throw notFound();
   });

@@ -170,9 +170,15 @@ export function messageSchemas(limits: Limits) {
       }),
     connect: z.strictObject({ ticket: z.string().max(200).optional(), since: querySeq.optional() }),
     clientFrame: z.discriminatedUnion("type", [
-      z.strictObject({ type: z.literal("send"), localId, content }),
-      z.strictObject({ type: z.literal("typing"), typing: z.boolean() }),
-      z.strictObject({ type: z.literal("read"), seq }),
+      z
+        .strictObject({ type: z.literal("send"), localId, content })
+        .describe("Send a message: this socket gets `ack`, every other socket of the conversation `message`"),
+      z
+        .strictObject({ type: z.literal("typing"), typing: z.boolean() })
+        .describe("Typing started or stopped; the server ends a typing state 5 s after its last refresh"),
+      z
+        .strictObject({ type: z.literal("read"), seq })
+        .describe("Move the read marker, as POST /v1/conversations/{id}/read does; the others get `receipt`"),
     ]),
   };
 }
@@ -197,26 +203,60 @@ export function messageSchemasFor(limits: Limits): MessageSchemas {
 }
 export type ClientFrame = z.infer<MessageSchemas["clientFrame"]>;
 
-/** The frames the server sends on a conversation's socket. */
-export type ServerFrame =
-  | {
-      type: "ready";
-      conversationId: string;
-      userId: string;
-      lastSeq: number;
-      participants: ParticipantDto[];
-      online: string[];
-      typing: string[];
-    }
-  | { type: "message"; message: MessageDto }
-  | { type: "resync"; fromSeq: number }
-  | { type: "ack"; localId: string; message: MessageDto }
-  | { type: "message_updated"; message: MessageDto }
-  | { type: "typing"; userId: string; typing: boolean }
-  | { type: "presence"; userId: string; online: boolean }
-  | { type: "receipt"; userId: string; lastReadSeq: number; lastDeliveredSeq: number }
-  | { type: "participants"; participants: ParticipantDto[] }
-  | { type: "error"; code: string; message: string; ref?: string; retryAfterMs?: number };
+/**
+ * The frames the server sends on a conversation's socket. The server never parses them: the schema is here for
+ * their type and for /asyncapi.json, so plain objects (a client may meet fields added later).
+ */
+export const ServerFrameSchema = z.discriminatedUnion("type", [
+  z
+    .object({
+      type: z.literal("ready"),
+      conversationId: z.string(),
+      userId: z.string(),
+      lastSeq: z.number().int(),
+      participants: z.array(Participant),
+      online: z.array(z.string()),
+      typing: z.array(z.string()),
+    })
+    .describe("The first frame after connecting"),
+  z
+    .object({ type: z.literal("message"), message: Message })
+    .describe("A new message; also the replay after `ready` when connected with `?since=S`, ascending"),
+  z
+    .object({ type: z.literal("resync"), fromSeq: z.number().int() })
+    .describe("Instead of the replay when too many were missed: page them with GET …/messages?after=fromSeq"),
+  z
+    .object({ type: z.literal("ack"), localId: z.string(), message: Message })
+    .describe("This socket's `send` was stored"),
+  z.object({ type: z.literal("message_updated"), message: Message }).describe("An edit or a delete"),
+  z
+    .object({ type: z.literal("typing"), userId: z.string(), typing: z.boolean() })
+    .describe("A user's typing started or ended (also by expiry)"),
+  z
+    .object({ type: z.literal("presence"), userId: z.string(), online: z.boolean() })
+    .describe("A user's first socket opened or last socket closed (several devices count as one user)"),
+  z
+    .object({
+      type: z.literal("receipt"),
+      userId: z.string(),
+      lastReadSeq: z.number().int(),
+      lastDeliveredSeq: z.number().int(),
+    })
+    .describe("A participant's markers moved"),
+  z
+    .object({ type: z.literal("participants"), participants: z.array(Participant) })
+    .describe("Participants were added or removed"),
+  z
+    .object({
+      type: z.literal("error"),
+      code: z.string(),
+      message: z.string(),
+      ref: z.string().describe("The localId of the send frame that was refused").optional(),
+      retryAfterMs: z.number().int().describe("With rate_limited: when the client may try again").optional(),
+    })
+    .describe("A frame was refused; `ref` is the localId it concerned"),
+]);
+export type ServerFrame = z.infer<typeof ServerFrameSchema>;
 
 // ---- The inbox: one socket per user -------------------------------------------------------------------
 
@@ -231,21 +271,32 @@ export const InboxTotals = z
   })
   .openapi("InboxTotals");
 
-type Totals = z.infer<typeof InboxTotals>;
-
 /** The query of the inbox socket. Its tickets name the user, so they are longer than a conversation's. */
 export const InboxConnect = z.strictObject({
   ticket: z.string().max(400).optional(),
   since: queryInt(0, Number.MAX_SAFE_INTEGER).optional(),
 });
 
-/** The frames the server sends on a user's inbox socket. */
-export type InboxFrame =
-  | ({ type: "inbox_ready"; userId: string } & Totals)
-  | ({ type: "conversation"; conversation: ConversationDto } & Totals)
-  | ({ type: "conversation_removed"; conversationId: string } & Totals)
-  | { type: "resync"; fromVersion: number }
-  | { type: "error"; code: string; message: string };
+/** The frames the server sends on a user's inbox socket (never parsed by the server, as ServerFrameSchema). */
+export const InboxFrameSchema = z.discriminatedUnion("type", [
+  // The totals' fields, not InboxTotals.extend(): an extended schema would carry its OpenAPI name along.
+  z
+    .object({ type: z.literal("inbox_ready"), userId: z.string(), ...InboxTotals.shape })
+    .describe("The first frame after connecting"),
+  z
+    .object({ type: z.literal("conversation"), conversation: Conversation, ...InboxTotals.shape })
+    .describe("One of the user's conversations changed in a way the list shows"),
+  z
+    .object({ type: z.literal("conversation_removed"), conversationId: z.string(), ...InboxTotals.shape })
+    .describe("The user left or was removed; nothing more of that conversation follows"),
+  z
+    .object({ type: z.literal("resync"), fromVersion: z.number().int() })
+    .describe("Instead of the replay when the changes after `since` are no longer kept: reload the list"),
+  z
+    .object({ type: z.literal("error"), code: z.string(), message: z.string() })
+    .describe("A frame was refused: the inbox socket takes only `ping`"),
+]);
+export type InboxFrame = z.infer<typeof InboxFrameSchema>;
 
 // ---- Push subscriptions -----------------------------------------------------------------------------------
 

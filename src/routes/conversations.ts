@@ -16,6 +16,8 @@ export function conversationRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): vo
   const create = createRoute({
     method: "post",
     path: "/v1/conversations",
+    operationId: "createConversation",
+    tags: ["Conversations"],
     summary: "Create a conversation, or get the existing direct conversation of a pair",
     security: bearer,
     request: { body: jsonBody(schemas.createConversation) },
@@ -82,6 +84,8 @@ export function conversationRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): vo
   const list = createRoute({
     method: "get",
     path: "/v1/conversations",
+    operationId: "listConversations",
+    tags: ["Conversations"],
     summary: "The caller's conversations, most recent activity first",
     security: bearer,
     request: { query: schemas.listConversations },
@@ -105,6 +109,8 @@ export function conversationRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): vo
   const get = createRoute({
     method: "get",
     path: "/v1/conversations/{id}",
+    operationId: "getConversation",
+    tags: ["Conversations"],
     summary: "One conversation",
     security: bearer,
     request: { params: ConversationIdParam },
@@ -118,6 +124,8 @@ export function conversationRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): vo
   const add = createRoute({
     method: "post",
     path: "/v1/conversations/{id}/participants",
+    operationId: "addParticipants",
+    tags: ["Conversations"],
     summary: "Add participants (owner only); users already in it are left as they are",
     security: bearer,
     request: { params: ConversationIdParam, body: jsonBody(schemas.addParticipants) },
@@ -134,6 +142,8 @@ export function conversationRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): vo
   const remove = createRoute({
     method: "delete",
     path: "/v1/conversations/{id}/participants/{userId}",
+    operationId: "removeParticipant",
+    tags: ["Conversations"],
     summary: "Remove a participant (owner), or leave (anyone, with their own id)",
     security: bearer,
     request: {

@@ -5,7 +5,7 @@ import { validationFailed } from "../errors";
 import { InboxConnect, InboxTotals, Ticket } from "../schemas";
 import { signTicket, verifiedSecret } from "../tickets";
 import { inboxOf } from "./inbox-client";
-import { bearer, error, json } from "./openapi";
+import { bearer, bearerOrTicket, error, json, upgradeResponses } from "./openapi";
 import { assertUpgrade, forwardUpgrade, unknownTicket } from "./sockets";
 
 const errors = { 401: error("unauthenticated") };
@@ -14,6 +14,8 @@ export function inboxRoutes(app: OpenAPIHono<AppEnv>): void {
   const totals = createRoute({
     method: "get",
     path: "/v1/inbox",
+    operationId: "getInbox",
+    tags: ["Inbox"],
     summary: "The caller's unread totals over all their conversations, and their inbox version",
     security: bearer,
     responses: { 200: json(InboxTotals, "The totals"), ...errors },
@@ -23,6 +25,8 @@ export function inboxRoutes(app: OpenAPIHono<AppEnv>): void {
   const ticket = createRoute({
     method: "post",
     path: "/v1/inbox/ticket",
+    operationId: "createInboxTicket",
+    tags: ["Sockets"],
     summary: "A single-use ticket to open the caller's inbox socket from a browser",
     security: bearer,
     responses: { 201: json(Ticket, "Valid once, for a short time"), ...errors },
@@ -34,7 +38,18 @@ export function inboxRoutes(app: OpenAPIHono<AppEnv>): void {
     return c.json({ ticket, expiresAt: new Date(issued.expiresAt).toISOString() }, 201);
   });
 
-  // Not an OpenAPI operation: a WebSocket upgrade. Authenticated by a ticket or by the Authorization header.
+  // A WebSocket upgrade, served by the plain handler below, so only documented here (as the conversation's).
+  const connect = createRoute({
+    method: "get",
+    path: "/v1/inbox/ws",
+    operationId: "connectInbox",
+    tags: ["Sockets"],
+    summary: "Open the caller's inbox socket; with `since`, what changed after that version is sent first",
+    security: bearerOrTicket,
+    request: { query: InboxConnect.omit({ ticket: true }) },
+    responses: upgradeResponses("inbox"),
+  });
+  app.openAPIRegistry.registerPath(connect);
   app.get("/v1/inbox/ws", async (c) => {
     assertUpgrade(c);
     const query = InboxConnect.safeParse(c.req.query());

@@ -13,7 +13,7 @@ import {
   Ticket,
 } from "../schemas";
 import { signTicket, verifiedSecret } from "../tickets";
-import { bearer, commonErrors, error, forbidden, json, jsonBody } from "./openapi";
+import { bearer, bearerOrTicket, commonErrors, error, forbidden, json, jsonBody, upgradeResponses } from "./openapi";
 import { retriedOnce, roomOf, unwrap } from "./room-client";
 import { assertUpgrade, forwardUpgrade, unknownTicket } from "./sockets";
 
@@ -34,6 +34,8 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
   const history = createRoute({
     method: "get",
     path: "/v1/conversations/{id}/messages",
+    operationId: "listMessages",
+    tags: ["Messages"],
     summary: "History by keyset on seq: newest first, or oldest first with `after`",
     security: bearer,
     request: { params: ConversationIdParam, query: schemas.history },
@@ -56,6 +58,8 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
   const send = createRoute({
     method: "post",
     path: "/v1/conversations/{id}/messages",
+    operationId: "sendMessage",
+    tags: ["Messages"],
     summary: "Send a message; the same localId again returns the original",
     security: bearer,
     request: { params: ConversationIdParam, body: jsonBody(schemas.send) },
@@ -82,6 +86,8 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
   const edit = createRoute({
     method: "patch",
     path: "/v1/conversations/{id}/messages/{seq}",
+    operationId: "editMessage",
+    tags: ["Messages"],
     summary: "Edit a message (sender only, not once deleted)",
     security: bearer,
     request: { params: MessageSeqParam, body: jsonBody(schemas.edit) },
@@ -98,6 +104,8 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
   const remove = createRoute({
     method: "delete",
     path: "/v1/conversations/{id}/messages/{seq}",
+    operationId: "deleteMessage",
+    tags: ["Messages"],
     summary: "Delete a message (sender or owner); it stays as a tombstone with empty content",
     security: bearer,
     request: { params: MessageSeqParam },
@@ -113,6 +121,8 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
   const read = createRoute({
     method: "post",
     path: "/v1/conversations/{id}/read",
+    operationId: "markRead",
+    tags: ["Messages"],
     summary: "Move the caller's read marker forward (clamped to the last message)",
     security: bearer,
     request: { params: ConversationIdParam, body: jsonBody(schemas.read) },
@@ -128,6 +138,8 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
   const typing = createRoute({
     method: "post",
     path: "/v1/conversations/{id}/typing",
+    operationId: "setTyping",
+    tags: ["Messages"],
     summary: "Typing started or stopped (the REST fallback of the typing frame)",
     security: bearer,
     request: { params: ConversationIdParam, body: jsonBody(schemas.typing) },
@@ -143,6 +155,8 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
   const ticket = createRoute({
     method: "post",
     path: "/v1/conversations/{id}/ticket",
+    operationId: "createConversationTicket",
+    tags: ["Sockets"],
     summary: "A single-use ticket to open this conversation's WebSocket from a browser",
     security: bearer,
     request: { params: ConversationIdParam },
@@ -156,7 +170,23 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
     return c.json({ ticket, expiresAt: new Date(issued.expiresAt).toISOString() }, 201);
   });
 
-  // Not an OpenAPI operation: a WebSocket upgrade. Authenticated by a ticket or by the Authorization header.
+  // A WebSocket upgrade, served by the plain handler below, so only documented here. Its query's ticket is the
+  // Ticket security scheme, the other way to authenticate than the Authorization header.
+  const connect = createRoute({
+    method: "get",
+    path: "/v1/conversations/{id}/ws",
+    operationId: "connectConversation",
+    tags: ["Sockets"],
+    summary: "Open this conversation's WebSocket; with `since`, the messages after that seq are replayed first",
+    security: bearerOrTicket,
+    request: { params: ConversationIdParam, query: schemas.connect.omit({ ticket: true }) },
+    responses: {
+      ...upgradeResponses("conversation"),
+      404: error("not_found: no such conversation, or the caller is not a participant"),
+      503: error("unavailable: the conversation could not be opened; reconnect"),
+    },
+  });
+  app.openAPIRegistry.registerPath(connect);
   app.get("/v1/conversations/:id/ws", async (c) => {
     const id = c.req.param("id");
     assertUpgrade(c);

@@ -18,6 +18,8 @@ export function pushRoutes(app: OpenAPIHono<AppEnv>): void {
   const subscribe = createRoute({
     method: "put",
     path: "/v1/push/subscriptions",
+    operationId: "savePushSubscription",
+    tags: ["Push"],
     summary: "Store the caller's Web Push subscription (the same endpoint again replaces its keys)",
     security: bearer,
     request: { body: jsonBody(PushSubscriptionBody) },
@@ -46,6 +48,8 @@ export function pushRoutes(app: OpenAPIHono<AppEnv>): void {
   const unsubscribe = createRoute({
     method: "delete",
     path: "/v1/push/subscriptions",
+    operationId: "deletePushSubscription",
+    tags: ["Push"],
     summary: "Delete the caller's subscription with this endpoint (nothing happens to anyone else's)",
     security: bearer,
     request: { body: jsonBody(PushUnsubscribeBody) },
