@@ -5,7 +5,7 @@ import { assertInvitable, decodeCursor, directKey, encodeCursor, newId, toConver
 import type { AppEnv, Env, Limits } from "../env";
 import { Conversation, ConversationIdParam, ConversationPage, limitedSchemas } from "../schemas";
 import { spend } from "./inbox-client";
-import { bearer, commonErrors, forbidden, json, jsonBody } from "./openapi";
+import { bearer, commonErrors, forbidden, json, jsonBody, rateLimited } from "./openapi";
 import { roomOf, unwrap } from "./room-client";
 
 export const database = (env: Env): Db => directory(env);
@@ -25,6 +25,7 @@ export function conversationRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): vo
       200: json(Conversation, "The existing direct conversation of this pair"),
       201: json(Conversation, "Created; the caller is its owner"),
       ...commonErrors,
+      ...rateLimited,
     },
   });
   app.openapi(create, async (c) => {
@@ -129,7 +130,12 @@ export function conversationRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): vo
     summary: "Add participants (owner only); users already in it are left as they are",
     security: bearer,
     request: { params: ConversationIdParam, body: jsonBody(schemas.addParticipants) },
-    responses: { 200: json(Conversation, "The conversation after the change"), ...commonErrors, ...forbidden },
+    responses: {
+      200: json(Conversation, "The conversation after the change"),
+      ...commonErrors,
+      ...forbidden,
+      ...rateLimited,
+    },
   });
   app.openapi(add, async (c) => {
     const me = c.get("userId");
@@ -151,7 +157,7 @@ export function conversationRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): vo
         userId: z.string().openapi({ param: { name: "userId", in: "path" } }),
       }),
     },
-    responses: { 204: { description: "Removed" }, ...commonErrors, ...forbidden },
+    responses: { 204: { description: "Removed" }, ...commonErrors, ...forbidden, ...rateLimited },
   });
   app.openapi(remove, async (c) => {
     const me = c.get("userId");

@@ -13,7 +13,17 @@ import {
   Ticket,
 } from "../schemas";
 import { signTicket, verifiedSecret } from "../tickets";
-import { bearer, bearerOrTicket, commonErrors, error, forbidden, json, jsonBody, upgradeResponses } from "./openapi";
+import {
+  bearer,
+  bearerOrTicket,
+  commonErrors,
+  error,
+  forbidden,
+  json,
+  jsonBody,
+  rateLimited,
+  upgradeResponses,
+} from "./openapi";
 import { retriedOnce, roomOf, unwrap } from "./room-client";
 import { assertUpgrade, forwardUpgrade, unknownTicket } from "./sockets";
 
@@ -24,8 +34,10 @@ function seqParam(raw: string): number {
 }
 
 const limited = {
-  429: error("rate_limited, with Retry-After"),
-  503: error("unavailable: nothing was stored; retry with the same localId"),
+  ...rateLimited,
+  503: error(
+    "unavailable: nothing was stored, or (details.outcome: unknown) it may have been; retry with the same localId",
+  ),
 };
 
 export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
@@ -126,7 +138,7 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
     summary: "Move the caller's read marker forward (clamped to the last message)",
     security: bearer,
     request: { params: ConversationIdParam, body: jsonBody(schemas.read) },
-    responses: { 200: json(Participant, "The caller's markers"), ...commonErrors },
+    responses: { 200: json(Participant, "The caller's markers"), ...commonErrors, ...rateLimited },
   });
   app.openapi(read, async (c) => {
     const { id } = c.req.valid("param");
@@ -143,7 +155,7 @@ export function messageRoutes(app: OpenAPIHono<AppEnv>, limits: Limits): void {
     summary: "Typing started or stopped (the REST fallback of the typing frame)",
     security: bearer,
     request: { params: ConversationIdParam, body: jsonBody(schemas.typing) },
-    responses: { 204: { description: "Announced" }, ...commonErrors },
+    responses: { 204: { description: "Announced" }, ...commonErrors, ...rateLimited },
   });
   app.openapi(typing, async (c) => {
     const { id } = c.req.valid("param");

@@ -25,6 +25,8 @@ export const commonErrors = {
 };
 
 export const forbidden = { 403: error("forbidden") };
+/** A write within one of the user's buckets (sends; read markers and typing; new conversations; participant changes). */
+export const rateLimited = { 429: error("rate_limited: over this user's limit; Retry-After says when to come back") };
 export const bearer = [{ Bearer: [] }];
 type Security = { [scheme: string]: string[] }[];
 /** No authentication: lifts the document-wide Bearer requirement. */
