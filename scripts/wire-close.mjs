@@ -164,6 +164,13 @@ const cases = [
     expect: 1003,
     act: (s) => s.send(new Uint8Array([1, 2, 3])),
   },
+  {
+    name: "4429 a flood of typing frames (server, after 50 refusals of its bucket)",
+    expect: 4429,
+    act: (s) => {
+      for (let i = 0; i < 200; i++) s.send(JSON.stringify({ type: "typing", typing: i % 2 === 0 }));
+    },
+  },
   { name: "4000 closed by the client", expect: 4000, act: (s) => s.close(4000, "bye") },
   { name: "inbox: a live conversation frame, then closed by the client", kind: "inbox", expect: 4001, act: inboxFrame },
   {
@@ -175,10 +182,44 @@ const cases = [
   { name: "inbox: 4000 closed by the client", kind: "inbox", expect: 4000, act: (s) => s.close(4000, "bye") },
 ];
 
+/** The status and body a WebSocket upgrade with this made-up ticket is refused with, through the real HTTP stack. */
+function refusedUpgrade(path) {
+  return new Promise((resolve, reject) => {
+    const socket = new WsWebSocket(new URL(`${path}?ticket=made-up.ticket`, wsBase));
+    socket.on("unexpected-response", (_req, res) => {
+      let body = "";
+      res.on("data", (chunk) => (body += chunk));
+      res.on("end", () => resolve({ status: res.statusCode, body }));
+    });
+    socket.on("open", () => reject(new Error(`${path}: a made-up ticket opened a socket`)));
+    socket.on("error", () => {});
+  });
+}
+
+/** A made-up ticket must be refused alike whatever the id: nothing tells whether a conversation exists. */
+async function checkTicketOracle(tokens) {
+  const real = await api(tokens.alice, "POST", "/v1/conversations", { participantIds: [bob], title: "oracle" });
+  const answers = [];
+  for (const path of [
+    `/v1/conversations/${real.id}/ws`,
+    "/v1/conversations/AAAAAAAAAAAAAAAAAAAAAA/ws",
+    "/v1/conversations/x%20y/ws",
+    "/v1/inbox/ws",
+  ]) {
+    answers.push({ path, ...(await refusedUpgrade(path)) });
+  }
+  const same = answers.every((a) => a.status === 401 && a.body === answers[0]?.body);
+  console.log(
+    `${same ? "ok  " : "FAIL"} made-up ticket: ${answers.map((a) => a.status).join(", ")} for an existing, unknown, malformed id and the inbox${same ? ", the same body" : `: ${JSON.stringify(answers)}`}`,
+  );
+  return same ? 0 : 1;
+}
+
 let failures = 0;
 try {
   const tokens = { alice: await tokenFor(alice), bob: await tokenFor(bob) };
   console.log(`wire-close against ${base.origin} (users ${alice}, ${bob})`);
+  failures += await checkTicketOracle(tokens);
   for (const client of ["global", "ws"]) {
     for (const c of cases) {
       const conversation = await api(tokens.alice, "POST", "/v1/conversations", {

@@ -291,12 +291,14 @@ export class ConversationRoom extends DurableObject<Env> {
       }
       case "typing": {
         const result = await this.#signal(userId, ws, () => this.#setTyping(userId, frame.typing));
-        if (!result.ok) this.#refuse(ws, toError(result));
+        if (!result.ok) return this.#refuse(ws, toError(result));
+        this.#strikes.delete(ws);
         return;
       }
       case "read": {
         const result = await this.#markRead(userId, frame.seq, ws);
-        if (!result.ok) this.#refuse(ws, toError(result));
+        if (!result.ok) return this.#refuse(ws, toError(result));
+        this.#strikes.delete(ws);
         return;
       }
     }
@@ -807,7 +809,7 @@ export class ConversationRoom extends DurableObject<Env> {
     this.#sockets.broadcast({ type: "presence", userId, online: false });
   }
 
-  /** A refused frame: an error frame; a socket that keeps being refused sends is closed for abuse. */
+  /** A refused frame: an error frame; a socket refused by its buckets 50 times in a row is closed for abuse. */
   #refuse(ws: WebSocket, error: ApiError, ref?: string): void {
     const frame: ServerFrame = { type: "error", code: error.code, message: error.message };
     if (ref !== undefined) frame.ref = ref;
@@ -817,7 +819,7 @@ export class ConversationRoom extends DurableObject<Env> {
     if (error.code !== "rate_limited") return;
     const strikes = (this.#strikes.get(ws) ?? 0) + 1;
     this.#strikes.set(ws, strikes);
-    if (strikes >= ABUSE_STRIKES) this.#sockets.close(ws, 4429, "too many messages");
+    if (strikes >= ABUSE_STRIKES) this.#sockets.close(ws, 4429, "too many rate-limited frames");
   }
 
   #schemas(): MessageSchemas {
