@@ -159,9 +159,18 @@ describe("a non-participant gets the missing-conversation 404 on every route", (
         });
         expect(missing.status).toBe(404);
         expect(JSON.parse(hiddenText)).toEqual({ error: { code: "not_found", message: expect.any(String) } });
-        expect(hidden.headers.get("Content-Type")).toBe(missing.headers.get("Content-Type"));
+        expect([...hidden.headers]).toEqual([...missing.headers]);
         expect(hidden.headers.get("Retry-After")).toBeNull();
       }
+      // Anonymous: the same 401, bytes and headers, whether the conversation exists or not.
+      const anonymous = (id: string) =>
+        call(route.path(id, stranger, { member }), { method: route.method, body: route.body, headers: route.headers });
+      const [anonHidden, anonMissing] = [await anonymous(conv.id), await anonymous("AAAAAAAAAAAAAAAAAAAAAA")];
+      expect({ status: anonHidden.status, body: await anonHidden.text(), headers: [...anonHidden.headers] }).toEqual({
+        status: 401,
+        body: await anonMissing.text(),
+        headers: [...anonMissing.headers],
+      });
 
       expect(await d1Fingerprint(conv.id)).toEqual(before);
       // Nor did the conversation hear of them: a message from the owner is the next thing its socket gets.
