@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ApiError } from "../errors";
-import { Buckets, takeToken } from "./buckets";
+import { ABUSE_STRIKES, ABUSE_WINDOW_MS, Buckets, type Strikes, strike, takeToken } from "./buckets";
 
 describe("takeToken", () => {
   const rule = { size: 3, refillPerSecond: 2 };
@@ -39,5 +39,23 @@ describe("Buckets", () => {
     expect(refusal).toBeInstanceOf(ApiError);
     expect(refusal).toMatchObject({ code: "rate_limited", message: "Slow down", retryAfter: 2 });
     expect(() => buckets.take("a", 2_000)).not.toThrow();
+  });
+});
+
+describe("strike", () => {
+  it("calls a socket abusive at its 50th refusal within the window, whatever was accepted in between", () => {
+    let strikes: Strikes | undefined;
+    for (let i = 1; i < ABUSE_STRIKES; i++) {
+      const counted = strike(strikes, i * 10);
+      expect(counted.abusive).toBe(false);
+      strikes = counted.strikes;
+    }
+    expect(strike(strikes, ABUSE_STRIKES * 10).abusive).toBe(true);
+  });
+
+  it("starts again from one once the window has passed", () => {
+    const old = { count: ABUSE_STRIKES - 1, since: 0 };
+    expect(strike(old, ABUSE_WINDOW_MS)).toEqual({ strikes: { count: 1, since: ABUSE_WINDOW_MS }, abusive: false });
+    expect(strike(old, ABUSE_WINDOW_MS - 1).abusive).toBe(true);
   });
 });

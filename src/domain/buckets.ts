@@ -54,3 +54,25 @@ export class Buckets {
     if (waitMs > 0) throw rateLimited(this.refusal, waitMs);
   }
 }
+
+/** Rate-limited frames of one socket (sends, read markers, typing) within the window that close it (4429). */
+export const ABUSE_STRIKES = 50;
+export const ABUSE_WINDOW_MS = 10_000;
+
+/** A socket's refusals: `count` of them since `since` (ms). */
+export interface Strikes {
+  count: number;
+  since: number;
+}
+
+/**
+ * Counts one more refusal. Accepted read markers and typing changes do not wipe the count: buckets refill, so
+ * a flood is accepted now and then, and must still be closed after its first 50 refusals; a client refused now
+ * and then starts again from zero once a window has passed. (The room wipes it on an accepted send, so that a
+ * client pacing its outbox by `retryAfterMs` is never closed.)
+ */
+export function strike(strikes: Strikes | undefined, now: number): { strikes: Strikes; abusive: boolean } {
+  const fresh = !strikes || now - strikes.since >= ABUSE_WINDOW_MS;
+  const next = fresh ? { count: 1, since: now } : { count: strikes.count + 1, since: strikes.since };
+  return { strikes: next, abusive: next.count >= ABUSE_STRIKES };
+}

@@ -52,5 +52,3 @@ export const TYPING_TTL_MS = 5_000;
 export const IDLE_SOCKET_MS = 120_000;
 /** Delivered markers are announced to the senders' sockets at most this late. */
 export const DELIVERED_FLUSH_MS = 1_000;
-/** Rate-limited frames in a row (sends, read markers, typing) after which a socket is closed for abuse (4429). */
-export const ABUSE_STRIKES = 50;

@@ -2,17 +2,10 @@ import { DurableObject } from "cloudflare:workers";
 import type { Db } from "../db/conversations";
 import { directory } from "../db/directory";
 import { applyProjection } from "../db/projection";
-import { Buckets } from "../domain/buckets";
+import { Buckets, type Strikes, strike } from "../domain/buckets";
 import { canRemoveParticipant, type ParticipantRow, toConversation, toParticipant } from "../domain/conversations";
 import { feedSpacingMs, type InboxChange } from "../domain/inbox";
-import {
-  ABUSE_STRIKES,
-  catchUpPlan,
-  contentHash,
-  DELIVERED_FLUSH_MS,
-  IDLE_SOCKET_MS,
-  toMessage,
-} from "../domain/messages";
+import { catchUpPlan, contentHash, DELIVERED_FLUSH_MS, IDLE_SOCKET_MS, toMessage } from "../domain/messages";
 import type { Env, Limits } from "../env";
 import { readLimits } from "../env";
 import { ApiError, type ErrorCode, errorJson, notFound, toApiError, validationFailed } from "../errors";
@@ -125,7 +118,7 @@ export class ConversationRoom extends DurableObject<Env> {
   /** Abuse limits per user: sends; read markers and typing changes (which fan out to every socket too). */
   readonly #sends: Buckets;
   readonly #signals: Buckets;
-  #strikes = new WeakMap<WebSocket, number>();
+  #strikes = new WeakMap<WebSocket, Strikes>();
 
   // ---- Waking -------------------------------------------------------------------------------------------
 
@@ -282,6 +275,7 @@ export class ConversationRoom extends DurableObject<Env> {
       case "send": {
         const result = await this.#send(userId, frame.content, frame.localId, ws);
         if (!result.ok) return this.#refuse(ws, toError(result), frame.localId);
+        // A client that waits out each refusal's retryAfterMs is refused once per message at most: fine.
         this.#strikes.delete(ws);
         // A new message was acked by the commit loop, in order; a retry gets its original here.
         if (result.value.status === 200) {
@@ -291,14 +285,12 @@ export class ConversationRoom extends DurableObject<Env> {
       }
       case "typing": {
         const result = await this.#signal(userId, ws, () => this.#setTyping(userId, frame.typing));
-        if (!result.ok) return this.#refuse(ws, toError(result));
-        this.#strikes.delete(ws);
+        if (!result.ok) this.#refuse(ws, toError(result));
         return;
       }
       case "read": {
         const result = await this.#markRead(userId, frame.seq, ws);
-        if (!result.ok) return this.#refuse(ws, toError(result));
-        this.#strikes.delete(ws);
+        if (!result.ok) this.#refuse(ws, toError(result));
         return;
       }
     }
@@ -809,7 +801,10 @@ export class ConversationRoom extends DurableObject<Env> {
     this.#sockets.broadcast({ type: "presence", userId, online: false });
   }
 
-  /** A refused frame: an error frame; a socket refused by its buckets 50 times in a row is closed for abuse. */
+  /**
+   * A refused frame: an error frame. A socket refused by its buckets 50 times within 10 s (none of them
+   * followed by an accepted send) is closed for abuse.
+   */
   #refuse(ws: WebSocket, error: ApiError, ref?: string): void {
     const frame: ServerFrame = { type: "error", code: error.code, message: error.message };
     if (ref !== undefined) frame.ref = ref;
@@ -817,9 +812,9 @@ export class ConversationRoom extends DurableObject<Env> {
       frame.retryAfterMs = Math.ceil(error.retryAfter * 1000);
     this.#sockets.sendTo(ws, frame);
     if (error.code !== "rate_limited") return;
-    const strikes = (this.#strikes.get(ws) ?? 0) + 1;
+    const { strikes, abusive } = strike(this.#strikes.get(ws), Date.now());
     this.#strikes.set(ws, strikes);
-    if (strikes >= ABUSE_STRIKES) this.#sockets.close(ws, 4429, "too many rate-limited frames");
+    if (abusive) this.#sockets.close(ws, 4429, "too many rate-limited frames");
   }
 
   #schemas(): MessageSchemas {
