@@ -1,7 +1,12 @@
 // Browser tests of the demo page (`npm run test:browser`): Debian's Chromium, headless, driven by playwright-core,
 // against `wrangler dev` started here on loopback with a fresh local D1 and a random secret. Two people in two
-// browser contexts chat; one scenario writes the README's screenshot to docs/demo.png, the last one checks
-// that the list is kept live by the inbox socket, without polling.
+// browser contexts chat (a third, on a phone-sized page, joins later): messages, typing, ticks, the list kept
+// live by the inbox socket without polling, unsent messages kept across going offline, switching conversation
+// and reloading, reading that follows the scroll, and the narrow layout.
+// Every page's console is watched: any error line or uncaught error fails the scenario it happened in, except
+// the browser's own line for a request that failed because the page was offline (see `offlineNoise`).
+// Screenshots go to a temporary directory; `-- --screenshot docs/demo.png` (a path from the repository root)
+// writes the README's picture there instead, so that a plain run (CI) changes no tracked file.
 // Prints one line per scenario and a closing `N passed, M failed`; exits non-zero on any failure. The server
 // is always stopped (its whole process group), and the run is bounded in time.
 import { spawn, spawnSync } from "node:child_process";
@@ -16,8 +21,7 @@ import { chromium } from "playwright-core";
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const BIN = path.join(ROOT, "node_modules", ".bin");
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const SCREENSHOT = path.join(ROOT, "docs", "demo.png");
-const RUN_TIMEOUT_MS = 300_000;
+const RUN_TIMEOUT_MS = 540_000;
 const SCENARIO_TIMEOUT_MS = 60_000;
 const CHROMIUM_ARGS = [
   "--headless",
@@ -30,7 +34,28 @@ const CHROMIUM_ARGS = [
   "--disable-sync",
 ];
 
+/** `--screenshot <path>`: where the README's screenshot goes (relative to the repository root). */
+function screenshotArgument(args) {
+  let target;
+  for (let i = 0; i < args.length; i++) {
+    const [flag, inline] = args[i].split(/=(.*)/s);
+    if (flag !== "--screenshot") {
+      console.error(`unknown argument ${args[i]}; usage: npm run test:browser [-- --screenshot docs/demo.png]`);
+      process.exit(2);
+    }
+    target = inline ?? args[++i];
+    if (!target) {
+      console.error("--screenshot needs a path, e.g. --screenshot docs/demo.png");
+      process.exit(2);
+    }
+  }
+  return target === undefined ? undefined : path.resolve(ROOT, target);
+}
+
 const tmp = mkdtempSync(path.join(os.tmpdir(), "edge-chat-browser-"));
+/** Outside the repository and kept after the run, to look at: the run's own `tmp` is removed when it passes. */
+const SHOTS = path.join(os.tmpdir(), "edge-chat-browser-screenshots");
+const SCREENSHOT = screenshotArgument(process.argv.slice(2)) ?? path.join(SHOTS, "demo.png");
 const serverLog = path.join(tmp, "wrangler.log");
 /** Tools on the project's Node 22 (the `node` dev dependency), whatever Node runs this script. */
 const childEnv = {
@@ -216,6 +241,155 @@ const setVisible = (page, visible) =>
     document.dispatchEvent(new Event("visibilitychange"));
   }, visible);
 
+/** The unsent messages a page shows (the outbox), in page order, with their state. */
+const unsent = (page) =>
+  page.$$eval("#messages li.pending", (items) =>
+    items.map((li) => ({
+      content: li.querySelector(".content")?.textContent ?? "",
+      state: li.dataset.state ?? null,
+      tick: li.querySelector(".tick")?.dataset.status ?? null,
+      reason: li.querySelector(".reason")?.textContent ?? null,
+    })),
+  );
+
+const pairs = () => [
+  [state.alice, "alice"],
+  [state.bob, "bob"],
+];
+
+/** A picture of a page in the screenshots' directory, to look at after the run. */
+async function shot(page, name) {
+  mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`) });
+}
+
+/** The page is no wider than its window (nothing to scroll sideways). */
+async function assertFits(page, what) {
+  const { scrollWidth, innerWidth } = await page.evaluate(() => ({
+    scrollWidth: document.documentElement.scrollWidth,
+    innerWidth: window.innerWidth,
+  }));
+  assert(scrollWidth <= innerWidth, `${what}: document ${scrollWidth} px wide in a window of ${innerWidth} px`);
+  return scrollWidth;
+}
+
+/** Where an element is drawn (zero size when it is not). */
+const boxOf = (page, selector) =>
+  page.$eval(selector, (el) => {
+    const { left, right, width, height } = el.getBoundingClientRect();
+    return { left, right, width, shown: width > 0 && height > 0 };
+  });
+
+/** The id of the conversation a page lists under this name. */
+const listIdNamed = (page, name) =>
+  page.$$eval(
+    "#conversations li.conversation",
+    (items, wanted) => items.find((li) => li.querySelector(".name")?.textContent === wanted)?.dataset.id,
+    name,
+  );
+
+const hashOf = (page) => page.evaluate(() => decodeURIComponent(location.hash.slice(1)));
+
+/** The messages of a conversation with these contents, from REST history (its newest 100), by seq. */
+async function storedAmong(conversationId, texts) {
+  const rest = await restAs(state.base, "alice");
+  const history = await rest("GET", `/v1/conversations/${conversationId}/messages?limit=100`);
+  return history.messages.filter((m) => texts.includes(m.content)).sort((a, b) => a.seq - b.seq);
+}
+
+/** Each text stored once, in the order given, at consecutive seqs. */
+function assertStoredInOrder(stored, texts, what) {
+  assertEqual(
+    stored.map((m) => m.content),
+    texts,
+    `${what}: the contents by seq`,
+  );
+  assertEqual(
+    stored.map((m) => m.seq - stored[0].seq),
+    texts.map((_, i) => i),
+    `${what}: their seqs after the first`,
+  );
+}
+
+/** Both pages show these stored messages at their seqs, in order, none of them still unsent. */
+async function assertPagesShow(stored, what) {
+  const texts = stored.map((m) => m.content);
+  const expected = stored.map(({ seq, content }) => ({ seq, content, pending: false }));
+  for (const [page, who] of pairs()) {
+    const messages = (await shown(page)).filter((m) => texts.includes(m.content));
+    assertEqual(
+      messages.map(({ seq, content, pending }) => ({ seq, content, pending })),
+      expected,
+      `${what} in ${who}'s page`,
+    );
+    await assertOrdered(page, who);
+  }
+}
+
+/** Waits until both pages show every one of these texts as stored. */
+async function untilBothShowStored(texts, timeoutMs) {
+  for (const [page, who] of pairs()) {
+    await until(
+      `${who} to show ${texts.length} messages stored`,
+      async () =>
+        (await shown(page)).filter((m) => texts.includes(m.content) && m.seq !== null).length === texts.length,
+      timeoutMs,
+    );
+  }
+}
+
+// ---- Going offline, and the console ---------------------------------------------------------------------
+
+/** Per browser context: whether it is offline, or since when it is back. */
+const network = new WeakMap();
+/** How long after coming back a failure of a request made while offline may still be reported. */
+const OFFLINE_GRACE_MS = 2_000;
+
+async function setOnline(page, online) {
+  const context = page.context();
+  if (!online) network.set(context, { offline: true, since: Date.now() });
+  await context.setOffline(!online);
+  if (online) network.set(context, { offline: false, since: Date.now() });
+}
+
+/**
+ * The browser's own error line for one of our requests that failed because its page was offline. Chromium
+ * logs every failed request by itself, and the SDK's sockets keep trying to reconnect (with backoff) while
+ * offline, each try a ticket request; a page cannot silence those lines. Only that exact text, for this
+ * server's /v1/ routes, while the page's context is offline (or just back) is let through; every other
+ * error line, ours or the browser's, fails the scenario.
+ */
+function offlineNoise(context, { text, url }) {
+  const net = network.get(context);
+  if (!net || (!net.offline && Date.now() - net.since > OFFLINE_GRACE_MS)) return false;
+  const ours = [state.base, state.base.replace(/^http/, "ws")].some((origin) => url.startsWith(`${origin}/v1/`));
+  return ours && text === "Failed to load resource: net::ERR_INTERNET_DISCONNECTED";
+}
+
+/** Every console error and uncaught error of the pages, but the offline noise above (counted apart). */
+const consoleErrors = [];
+const offlineLines = [];
+/**
+ * Lines a scenario causes on purpose and says so, each `{ who, text, url }` matched exactly: the browser's own
+ * line for an error status the scenario provokes. Cleared after each scenario.
+ */
+const expectedLines = [];
+const expectedSeen = [];
+
+function watchConsole(page, name) {
+  page.on("console", (message) => {
+    if (message.type() !== "error") return;
+    const entry = { who: name, text: message.text(), url: message.location()?.url ?? "" };
+    const expected = expectedLines.some((e) => e.who === name && e.text === entry.text && e.url === entry.url);
+    if (expected) expectedSeen.push(entry);
+    else if (offlineNoise(page.context(), entry)) offlineLines.push(entry);
+    else consoleErrors.push(entry);
+  });
+  page.on("pageerror", (error) => consoleErrors.push({ who: name, text: `uncaught: ${error.message}`, url: "" }));
+}
+
+const describeConsole = (entries) => entries.map((e) => `${e.who}: ${e.text}${e.url ? ` (${e.url})` : ""}`);
+
 /** A token and REST calls from outside the page, through the same dev endpoint. */
 async function restAs(base, userId) {
   const res = await fetch(`${base}/dev/token`, {
@@ -382,23 +556,22 @@ const scenarios = [
     async () => {
       const { alice, bob, base } = state;
       const queued = ["queued one", "queued two", "queued three"];
-      await bob.context().setOffline(true);
+      await setOnline(bob, false);
       await until("bob's page to show it is reconnecting", async () => (await connection(bob)) === "reconnecting");
       assert(
         (await bob.textContent("#connection"))?.includes("Reconnecting"),
         "the reconnecting state is not visible in the header",
       );
       for (const text of queued) await send(bob, text);
-      const pending = (await shown(bob)).filter((m) => m.pending);
       assertEqual(
-        pending.map((m) => [m.content, m.tick]),
-        queued.map((text) => [text, "sending"]),
+        (await unsent(bob)).map((m) => [m.content, m.state, m.tick]),
+        queued.map((text) => [text, "queued", "queued"]),
         "bob's queued messages",
       );
       await sleep(1_000);
       assert(!(await contents(alice)).some((c) => c.startsWith("queued")), "alice got a message sent while offline");
 
-      await bob.context().setOffline(false);
+      await setOnline(bob, true);
       await until("bob's socket to come back", async () => (await connection(bob)) === "open", 15_000);
       for (const [page, who] of [
         [alice, "alice"],
@@ -463,7 +636,7 @@ const scenarios = [
     },
   ],
   [
-    "the screenshot for the README (docs/demo.png), and no script errors",
+    "the screenshot for the README (written to docs/demo.png only with --screenshot docs/demo.png)",
     async () => {
       const { alice, bob, base } = state;
       await alice.click(`#conversations li[data-id="${state.lunch}"] a`);
@@ -480,7 +653,9 @@ const scenarios = [
       await alice.screenshot({ path: SCREENSHOT });
       const size = statSync(SCREENSHOT).size;
       assert(size > 5_000 && size < 400_000, `the screenshot is ${size} bytes`);
-      assertEqual(pageErrors, [], "uncaught errors in the pages");
+      console.log(
+        `#   screenshot: ${path.relative(ROOT, SCREENSHOT).startsWith("..") ? SCREENSHOT : path.relative(ROOT, SCREENSHOT)}`,
+      );
     },
   ],
   [
@@ -565,14 +740,365 @@ const scenarios = [
         [1, 2],
         "list loads of alice and bob over the run",
       );
-      assertEqual(pageErrors, [], "uncaught errors in the pages");
+    },
+  ],
+  [
+    "a refused message shows why, with Retry and Discard; a discarded one leaves the page and the storage",
+    async () => {
+      const { alice, bob } = state;
+      await until("bob's socket", async () => (await connection(bob)) === "open");
+      // One character over the limit: the server refuses it for good (validation_failed), nothing is stored.
+      const tooLong = "x".repeat(4001);
+      await bob.$eval(
+        "#draft",
+        (el, text) => {
+          el.value = text;
+        },
+        tooLong,
+      );
+      await bob.press("#draft", "Enter");
+      const failed = await until(
+        "the refused message shown as not sent",
+        async () => (await unsent(bob)).find((m) => m.state === "failed"),
+        5_000,
+      );
+      assert(failed.content === tooLong, "the refused message shows other content");
+      assert(/^Not sent: .{5,}/.test(failed.reason ?? ""), `the reason shown: ${failed.reason}`);
+      assertEqual(failed.tick, "failed", "its tick");
+      console.log(`#   refused: the message shows "${failed.reason}"`);
+      assertEqual(await bob.textContent("#conversation-error"), "", "the error line (the reason is on the message)");
+      await shot(bob, "refused");
+
+      // Retry sends it again: refused again, a new failure drawn in its place.
+      await bob.$eval("#messages li.pending.failed", (li) => {
+        li.dataset.before = "retry";
+      });
+      await bob.click("#messages li.pending.failed button[data-action=retry]");
+      await until(
+        "the retry to be refused again",
+        () =>
+          bob.$$eval(
+            "#messages li.pending",
+            (items) => items.length === 1 && items[0].matches(".failed:not([data-before])"),
+          ),
+        5_000,
+      );
+      await bob.click("#messages li.pending.failed button[data-action=discard]");
+      await until("the discarded message to leave the page", async () => (await unsent(bob)).length === 0, 3_000);
+      const saved = await bob.evaluate(() =>
+        Object.keys(localStorage)
+          .filter((key) => key.includes("outbox"))
+          .map((key) => localStorage.getItem(key) ?? ""),
+      );
+      assert(!saved.some((value) => value.includes("xxxxxxxxxx")), "the discarded message is still saved");
+      assert(!(await contents(alice)).includes(tooLong), "alice got the refused message");
+
+      const next = "Sorry, that one was too long";
+      await send(bob, next);
+      await until("the next message stored", async () =>
+        ["sent", "delivered", "read"].includes(await tickOf(bob, next)),
+      );
+      for (const [page, who] of pairs()) {
+        assertEqual(await page.textContent("#conversation-error"), "", `${who}'s error line`);
+      }
+    },
+  ],
+  [
+    "offline burst: 40 messages written offline are stored once each, in the order typed, and both pages show them so",
+    async () => {
+      const { alice, bob } = state;
+      const burst = Array.from({ length: 40 }, (_, i) => `burst ${i + 1} of 40`);
+      await setOnline(bob, false);
+      await until("bob's page to show it is offline", async () => (await connection(bob)) === "reconnecting");
+      const typingStarted = Date.now();
+      for (const text of burst) await send(bob, text);
+      const typedMs = Date.now() - typingStarted;
+      assertEqual(
+        (await unsent(bob)).map((m) => [m.content, m.state]),
+        burst.map((text) => [text, "queued"]),
+        "bob's 40 waiting messages",
+      );
+      await sleep(500);
+      assert(!(await contents(alice)).some((c) => burst.includes(c)), "alice got a message written offline");
+
+      const onlineAt = Date.now();
+      await setOnline(bob, true);
+      await untilBothShowStored(burst, 40_000);
+      const deliveredMs = Date.now() - onlineAt;
+      await sleep(1_500); // room for a duplicate to show up, if there were one
+      const stored = await storedAmong(state.lunch, burst);
+      assertStoredInOrder(stored, burst, "the burst in REST history");
+      await assertPagesShow(stored, "the burst");
+      assertEqual((await unsent(bob)).length, 0, "bob's unsent messages after the burst");
+      console.log(
+        `#   burst: 40 typed offline in ${typedMs} ms; all 40 stored (seq ${stored[0].seq}..${stored.at(-1).seq}, ` +
+          `once each, in order) and shown in both pages ${deliveredMs} ms after going online`,
+      );
+    },
+  ],
+  [
+    "switching conversation while offline keeps the unsent messages; back online and reopened, they are sent in order",
+    async () => {
+      const { bob } = state;
+      const texts = ["written offline, one", "written offline, two"];
+      const other = await listIdNamed(bob, "carol");
+      assert(other, "bob's conversation with carol is not in his list");
+      const lunchLink = `#conversations li[data-id="${state.lunch}"] a`;
+      const otherLink = `#conversations li[data-id="${other}"] a`;
+      await setOnline(bob, false);
+      await until("bob's page to show it is offline", async () => (await connection(bob)) === "reconnecting");
+      for (const text of texts) await send(bob, text);
+      const waiting = async () => (await unsent(bob)).map((m) => [m.content, m.state]);
+      assertEqual(
+        await waiting(),
+        texts.map((text) => [text, "queued"]),
+        "bob's waiting messages",
+      );
+
+      await bob.click(otherLink);
+      await until("bob in the other conversation", async () => (await hashOf(bob)) === other);
+      assertEqual(await waiting(), [], "unsent messages shown in the other conversation");
+      // Still offline, back to Lunch: they are there at once, from storage; then away again.
+      await bob.click(lunchLink);
+      await until(
+        "them to show again from storage",
+        async () => JSON.stringify(await waiting()) === JSON.stringify(texts.map((text) => [text, "queued"])),
+        2_000,
+      );
+      await bob.click(otherLink);
+      await until("bob in the other conversation again", async () => (await hashOf(bob)) === other);
+
+      await setOnline(bob, true);
+      await until("bob's socket in the other conversation", async () => (await connection(bob)) === "open", 15_000);
+      await until("its error line to clear", async () => (await bob.textContent("#conversation-error")) === "", 5_000);
+      await sleep(1_000);
+      const early = (await storedAmong(state.lunch, texts)).length;
+
+      await bob.click(lunchLink);
+      await untilBothShowStored(texts, 15_000);
+      await sleep(1_000);
+      const stored = await storedAmong(state.lunch, texts);
+      assertStoredInOrder(stored, texts, "the messages in REST history");
+      await assertPagesShow(stored, "the messages written before the switch");
+      console.log(
+        `#   switch: 2 written offline, kept through two switches; ${early} stored before Lunch was reopened, ` +
+          `then both once, in order (seq ${stored[0].seq}, ${stored[1].seq})`,
+      );
+    },
+  ],
+  [
+    "a reload shows the unsent messages from storage at once, before any socket is open, then sends them",
+    async () => {
+      const { bob } = state;
+      const texts = ["kept over a reload, one", "kept over a reload, two"];
+      await until("bob's socket", async () => (await connection(bob)) === "open");
+      // Every conversation ticket is held until released: no conversation socket opens meanwhile.
+      const pattern = "**/v1/conversations/*/ticket";
+      const held = [];
+      const hold = (route) => {
+        held.push(route);
+      };
+      await bob.route(pattern, hold);
+      try {
+        await setOnline(bob, false);
+        await until("bob's page to show it is offline", async () => (await connection(bob)) === "reconnecting");
+        for (const text of texts) await send(bob, text);
+        await setOnline(bob, true);
+        await bob.reload({ waitUntil: "domcontentloaded" });
+        const loadedAt = Date.now();
+        const again = await until(
+          "the unsent messages after the reload",
+          async () => {
+            const entries = await unsent(bob);
+            return entries.length === texts.length && entries;
+          },
+          3_000,
+        );
+        const shownMs = Date.now() - loadedAt;
+        assertEqual(
+          again.map((m) => [m.content, m.state]),
+          texts.map((text) => [text, "queued"]),
+          "the messages shown after the reload",
+        );
+        assert((await connection(bob)) !== "open", "a conversation socket opened while every ticket was held");
+        console.log(`#   reload: both unsent messages shown ${shownMs} ms after the reload, with no socket open`);
+      } finally {
+        await bob.unroute(pattern, hold);
+        // The old page's requests went with it: those cannot be let through any more.
+        for (const route of held) await route.continue().catch(() => {});
+      }
+      await untilBothShowStored(texts, 15_000);
+      await sleep(1_000);
+      const stored = await storedAmong(state.lunch, texts);
+      assertStoredInOrder(stored, texts, "the messages in REST history");
+      await assertPagesShow(stored, "the messages kept over the reload");
+    },
+  ],
+  [
+    "a message that arrives while the reader is back in the history stays unread until scrolled to",
+    async () => {
+      const { alice, bob, base } = state;
+      await until("alice's socket", async () => (await connection(alice)) === "open");
+      await alice.$eval("#scroller", (el) => {
+        el.scrollTop = 0;
+      });
+      await sleep(500);
+      const text = "Scroll down when you can";
+      await send(bob, text);
+      const seq = await until(
+        "bob's message stored",
+        async () => (await shown(bob)).find((m) => m.content === text && m.seq !== null)?.seq,
+      );
+      await until("alice's page to have it", async () => (await contents(alice)).includes(text));
+      const hint = await until(
+        "the new-messages button",
+        async () => (await alice.isVisible("#new-below")) && (await alice.textContent("#new-below")),
+        3_000,
+      );
+      assertEqual(hint, "1 new message ↓", "the button's text");
+      await shot(alice, "new-below");
+      await until("delivered to alice", async () => (await tickOf(bob, text)) === "delivered", 5_000);
+      await sleep(1_500);
+      assertEqual(await tickOf(bob, text), "delivered", "bob's tick while alice is up in the history");
+      const conversation = await (await restAs(base, "alice"))("GET", `/v1/conversations/${state.lunch}`);
+      const marker = conversation.participants.find((p) => p.userId === "alice").lastReadSeq;
+      assert(marker < seq, `alice's read marker is ${marker}, not before the unseen message ${seq}`);
+      assertEqual(await unreadBadge(alice, state.lunch), "1", "alice's badge for the conversation she is in");
+
+      await alice.click("#new-below");
+      const clickedAt = Date.now();
+      await until("read once scrolled to", async () => (await tickOf(bob, text)) === "read", 5_000);
+      const readMs = Date.now() - clickedAt;
+      assert(!(await alice.isVisible("#new-below")), "the button is still shown at the bottom");
+      assertEqual(await unreadBadge(alice, state.lunch), null, "alice's badge once she has scrolled down");
+      console.log(
+        `#   scrolled back: seq ${seq} stayed unread (alice's marker ${marker}) with "${hint}"; read ${readMs} ms after the click`,
+      );
+    },
+  ],
+  [
+    "removed from a conversation while offline: what was unsent shows as not sent, and why",
+    async () => {
+      const { bob, base } = state;
+      const asAlice = await restAs(base, "alice");
+      const group = await asAlice("POST", "/v1/conversations", { participantIds: ["bob"], title: "Short-lived" });
+      await bob.click(`#conversations li[data-id="${group.id}"] a`, { timeout: 10_000 });
+      await until("bob's socket", async () => (await connection(bob)) === "open");
+      await setOnline(bob, false);
+      await until("bob's page to show it is offline", async () => (await connection(bob)) === "reconnecting");
+      const text = "Did I miss anything?";
+      await send(bob, text);
+      await asAlice("DELETE", `/v1/conversations/${group.id}/participants/bob`);
+      // Bob's socket asks for a ticket to reconnect and gets 404 (he is not a participant any more): the
+      // browser logs that response by itself.
+      expectedLines.push({
+        who: "bob",
+        text: "Failed to load resource: the server responded with a status of 404 (Not Found)",
+        url: `${base}/v1/conversations/${group.id}/ticket`,
+      });
+      await setOnline(bob, true);
+      const failed = await until(
+        "the message shown as not sent",
+        async () => (await unsent(bob)).find((m) => m.state === "failed"),
+        10_000,
+      );
+      assertEqual(failed.content, text, "the message shown as not sent");
+      // The SDK's socket is closed for good: it can neither retry nor discard, so the page offers neither.
+      assertEqual(
+        await bob.$$eval("#messages li.pending.failed button", (buttons) => buttons.map((b) => b.disabled)),
+        [true, true],
+        "Retry and Discard disabled",
+      );
+      const line = (await bob.textContent("#conversation-error")) ?? "";
+      assert(line.includes("no longer in this conversation"), `the error line says: ${line}`);
+      assert(await bob.isDisabled("#draft"), "the composer still takes messages that cannot be sent");
+      await until("the conversation to leave bob's list", async () => !(await listIds(bob)).includes(group.id), 5_000);
+      assertEqual((await storedAmong(group.id, [text])).length, 0, "stored after the removal");
+      await shot(bob, "removed");
+      console.log(`#   removed: "${failed.reason}"; the line above the composer: "${line}"`);
+
+      await bob.evaluate((id) => {
+        location.hash = encodeURIComponent(id);
+      }, state.lunch);
+      await until("bob back in Lunch", async () => (await connection(bob)) === "open");
+      assertEqual(await bob.textContent("#conversation-error"), "", "bob's error line in another conversation");
+      assert(await bob.isEnabled("#draft"), "the composer is still disabled in another conversation");
+    },
+  ],
+  [
+    "on a phone-sized page (390×844): the list, then the chat with a way back, nothing wider than the screen",
+    async () => {
+      const { base } = state;
+      const phone = await openPage("carol", { width: 390, height: 844 });
+      state.phone = phone;
+      try {
+        await phone.goto(base);
+        const widths = [`sign-in ${await assertFits(phone, "the sign-in page")}`];
+        await signIn(phone, base, "carol");
+        await until("carol's list", async () => (await listIds(phone)).includes(state.history));
+        const screen = await phone.evaluate(() => document.documentElement.clientWidth);
+        const list = await boxOf(phone, "#sidebar");
+        assert(list.shown && list.width >= screen - 1, `the list is ${list.width} px wide on a ${screen} px screen`);
+        assert(!(await phone.isVisible("#empty")), "the empty conversation pane takes room beside the list");
+        widths.push(`list ${await assertFits(phone, "the list")}`);
+        await shot(phone, "phone-list");
+
+        await phone.click(`#conversations li[data-id="${state.history}"] a`);
+        await until("carol's socket", async () => (await connection(phone)) === "open");
+        await until("the conversation's history", async () => (await shown(phone)).length >= 30);
+        assert(!(await phone.isVisible("#sidebar")), "the list is still shown beside the conversation");
+        const chat = await boxOf(phone, "#conversation");
+        assert(chat.width >= screen - 1, `the conversation is ${chat.width} px wide on a ${screen} px screen`);
+        assert(await phone.isVisible("#back"), "no way back to the list");
+        const long = `One word that does not fit: ${"Pneumonoultramicroscopicsilicovolcanoconiosis".repeat(3)}`;
+        await send(phone, long);
+        await until("carol's message stored", async () =>
+          ["sent", "delivered", "read"].includes(await tickOf(phone, long)),
+        );
+        const outside = await phone.$$eval(
+          "#messages li.message, #draft, #composer button, #back, #conversation-title",
+          (els, width) =>
+            els
+              .map((el) => el.getBoundingClientRect())
+              .filter((r) => r.left < 0 || r.right > width + 0.5)
+              .map((r) => `${r.left}..${r.right}`),
+          screen,
+        );
+        assertEqual(outside, [], "elements of the chat reaching past the screen");
+        widths.push(`chat ${await assertFits(phone, "the chat")}`);
+        assertEqual((await storedAmong(state.history, [long])).length, 1, "carol's message in REST history");
+        await shot(phone, "phone-chat");
+
+        await phone.click("#back");
+        await until("the list again", async () => (await phone.isVisible("#sidebar")) && (await hashOf(phone)) === "");
+        assert(!(await phone.isVisible("#conversation")), "the conversation is still shown after going back");
+        widths.push(`list again ${await assertFits(phone, "the list after going back")}`);
+        console.log(`#   phone: document width on a ${screen} px screen: ${widths.join(", ")}`);
+      } finally {
+        await phone.screenshot({ path: path.join(tmp, "phone-last.png") }).catch(() => {});
+        await phone.context().close();
+        state.phone = undefined;
+      }
+    },
+  ],
+  [
+    "no console errors in any page over the run",
+    async () => {
+      await sleep(OFFLINE_GRACE_MS);
+      const byText = new Map();
+      for (const { text } of offlineLines) byText.set(text, (byText.get(text) ?? 0) + 1);
+      console.log(
+        `#   console: ${consoleErrors.length} errors; ${offlineLines.length} of the browser's own lines for requests ` +
+          `that failed while offline let through${byText.size ? ` (${[...byText].map(([t, n]) => `${n}× "${t}"`).join(", ")})` : ""}; ` +
+          `${expectedSeen.length} line(s) a scenario provoked on purpose (${describeConsole(expectedSeen).join("; ")})`,
+      );
+      assertEqual(describeConsole(consoleErrors), [], "console errors of the pages");
     },
   ],
 ];
 
 // ---- The run ------------------------------------------------------------------------------------------
 
-const pageErrors = [];
 let passed = 0;
 let failed = 0;
 let browser;
@@ -593,11 +1119,11 @@ function withTimeout(promise, ms, what) {
   ]).finally(() => clearTimeout(timer));
 }
 
-async function openPage(name) {
-  const context = await browser.newContext({ viewport: { width: 1000, height: 620 }, deviceScaleFactor: 1 });
+async function openPage(name, viewport = { width: 1000, height: 620 }) {
+  const context = await browser.newContext({ viewport, deviceScaleFactor: 1 });
   const page = await context.newPage();
   page.setDefaultTimeout(15_000);
-  page.on("pageerror", (error) => pageErrors.push(`${name}: ${error.message}`));
+  watchConsole(page, name);
   page.on("request", (request) => {
     if (request.method() === "GET" && new URL(request.url()).pathname === "/v1/conversations") {
       listRequests[name]?.push(Date.now());
@@ -613,14 +1139,19 @@ try {
   state.bob = await openPage("bob");
   for (const [index, [name, run]] of scenarios.entries()) {
     const startedAt = Date.now();
+    const errorsBefore = consoleErrors.length;
     try {
-      await withTimeout(run(), SCENARIO_TIMEOUT_MS, "the scenario");
+      await withTimeout(run(), SCENARIO_TIMEOUT_MS, "the scenario").finally(() => {
+        expectedLines.length = 0;
+      });
+      const logged = describeConsole(consoleErrors.slice(errorsBefore));
+      assert(logged.length === 0, `console errors during the scenario:\n${logged.join("\n")}`);
       passed++;
       console.log(`ok ${index + 1} - ${name} (${Date.now() - startedAt} ms)`);
     } catch (error) {
       failed++;
       console.log(`not ok ${index + 1} - ${name}\n  ${String(error?.stack ?? error).replace(/\n/g, "\n  ")}`);
-      for (const who of ["alice", "bob"]) {
+      for (const who of ["alice", "bob", "phone"]) {
         await state[who]?.screenshot({ path: path.join(tmp, `failed-${index + 1}-${who}.png`) }).catch(() => {});
       }
     }
@@ -644,6 +1175,7 @@ if (failed > 0) {
 } else {
   rmSync(tmp, { recursive: true, force: true });
 }
-if (pageErrors.length > 0) console.log(`# uncaught errors in the pages:\n${pageErrors.join("\n")}`);
+if (consoleErrors.length > 0)
+  console.log(`# console errors of the pages:\n${describeConsole(consoleErrors).join("\n")}`);
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed > 0 ? 1 : 0);
