@@ -11,6 +11,7 @@ import { allChecks, markdown, targets } from "./lib/report.mjs";
 import { ROOT, startNodeWs, startProduct } from "./lib/servers.mjs";
 import { d1Latency } from "./scenarios/d1-latency.mjs";
 import { HISTORY_SIZES, historyPages, historySeedSql } from "./scenarios/history.mjs";
+import { hostileLoad } from "./scenarios/hostile.mjs";
 import { inboxScenario } from "./scenarios/inbox.mjs";
 import { conversationList, LIST_SIZES, listSeedSql } from "./scenarios/list.mjs";
 import { listFreshness } from "./scenarios/list-freshness.mjs";
@@ -45,6 +46,23 @@ const LIST_FRESHNESS = {
   note: "rate lowered from 10 to 0.3 msg/s per conversation (1000 to 30 msg/s in all): at 100-1000 msg/s into 100 conversations the server on this 2-core machine fell seconds behind its sends (ack p99 1.1 s at 100 msg/s, 10.9 s at 1000, trial runs of 2 December 2026); the shape (100 conversations, one watcher in all, a poll every 50 ms) is kept",
 };
 
+/**
+ * The hostile-load shape: 10 % of the sockets misbehave (1 in each conversation of 9 normal users), the normal
+ * users at 1 msg/s each; phases without and with the hostile sockets alternate.
+ */
+const HOSTILE = {
+  normalPerConversation: 9,
+  hostilePerConversation: 1,
+  ratePerUser: 1,
+  readEveryMs: 5000,
+  warmupMs: 3000,
+  rampMs: 1000,
+  window: 8,
+  creditMs: 50,
+  garbagePerCycle: 40,
+  reconnectPauseMs: 200,
+};
+
 /** Quick sizes by default; --full for the larger ones. */
 const SIZES = full
   ? {
@@ -71,6 +89,19 @@ const SIZES = full
       },
       memory: { sockets: 5000, rooms: 50 },
       reconnect: { sockets: 1000, missed: 100 },
+      hostile: {
+        ...HOSTILE,
+        conversations: 10,
+        phaseMs: 30_000,
+        phases: /** @type {("baseline" | "hostile")[]} */ ([
+          "baseline",
+          "hostile",
+          "baseline",
+          "hostile",
+          "baseline",
+          "hostile",
+        ]),
+      },
     }
   : {
       throughput: { warmupMs: 1000, roundMs: 2000, rounds: 3, measureMs: 4000 },
@@ -96,6 +127,13 @@ const SIZES = full
       },
       memory: { sockets: 300, rooms: 3 },
       reconnect: { sockets: 1000, missed: 20 },
+      // 36 normal and 4 hostile sockets in 4 conversations; 4 phases of 20 s (A B A B).
+      hostile: {
+        ...HOSTILE,
+        conversations: 4,
+        phaseMs: 20_000,
+        phases: /** @type {("baseline" | "hostile")[]} */ (["baseline", "hostile", "baseline", "hostile"]),
+      },
     };
 
 /**
@@ -219,6 +257,8 @@ async function main() {
     await step("list-freshness", () => listFreshness(ctx, SIZES.listFreshness));
     await step("inbox", () => inboxScenario(ctx, SIZES.inbox));
     await step("d1-latency", () => d1Latency(ctx, SIZES.d1Latency));
+    // A server of its own with the product's limits (the run's has the send limiter raised).
+    await step("hostile", () => hostileLoad(ctx, SIZES.hostile));
   } finally {
     await nodeWs?.stop();
     await delayed?.stop();

@@ -207,6 +207,18 @@ export function markdown(report) {
       `| … one member's inbox socket: frames per message (messages per frame); ack to frame p50 / p99 / max ms (within 1 s); the sends' ack p50 / p99 ms | ${fmt(g.watchedFramesPerMessage)} (${fmt(g.messagesPerFrame)}); ${g.watchedFrameLatencyMs.p50} / ${g.watchedFrameLatencyMs.p99} / ${g.watchedFrameLatencyMs.max} (${g.watchedWithinOneSecondPercent} %${g.unseen ? `, ${g.unseen} never shown` : ""}); ${g.ackLatencyMs.p50} / ${g.ackLatencyMs.p99} | — | — | — |`,
     );
   }
+  const ho = r.hostile;
+  if (ho?.baseline && ho.hostile) {
+    const row = (/** @type {any} */ k) =>
+      `${k.ackLatencyMs.p50} / ${k.ackLatencyMs.p99}; ${k.deliveryLatencyMs.p50} / ${k.deliveryLatencyMs.p99}; ${k.serverCpuShare}`;
+    const x = ho.ratios;
+    lines.push(
+      `| Hostile load, ${ho.normalSockets} normal sockets in ${ho.conversations} conversations at ${ho.ratePerUser} msg/s each, without the hostile sockets (median of ${ho.baseline.phases} phases of ${ho.phaseMs / 1000} s): ack p50 / p99; delivery p50 / p99 ms; server CPU share | ${row(ho.baseline)} | — | — | — |`,
+    );
+    lines.push(
+      `| … with ${ho.hostileSockets} hostile sockets in them (${ho.hostile.phases} phases, alternating) | ${row(ho.hostile)} | — | — | ÷ without: ack ${fmt(x.ackP50)}× / ${fmt(x.ackP99)}×, delivery ${fmt(x.deliveryP50)}× / ${fmt(x.deliveryP99)}× (ack p50 by pair: ${(ho.ratiosByPair ?? []).map((/** @type {any} */ p) => p.ackP50).join(", ")}) |`,
+    );
+  }
   const mem = r.memory?.ours ? r.memory : null;
   if (mem) {
     // At or below zero, the figure is within the noise of a shared process's RSS: said so, not shown as a size.
@@ -245,6 +257,16 @@ export function markdown(report) {
       : `Delivery and order FAILED in: ${bad.map(([n, c]) => `${n} (${c.deliveredPercent} % delivered, ${c.duplicates} duplicates, ${c.orderViolations} out of order, ${c.errorFrames} error frames${c.inboxFailures?.length ? `; inbox: ${c.inboxFailures.join(", ")}` : ""})`).join("; ")}.`,
   );
   if (lf?.note) lines.push(`List freshness: ${lf.note}.`);
+  if (ho?.hostileTotals) {
+    const t = ho.hostileTotals;
+    const codes = (/** @type {Record<string, any>} */ o) =>
+      Object.entries(o ?? {})
+        .map(([k, v]) => `${k} ${typeof v === "number" ? v : JSON.stringify(v)}`)
+        .join(", ") || "none";
+    lines.push(
+      `Hostile sockets (all hostile phases; a server of its own with the product's limits): ${fmt(t.connects)} connects, frames sent ${codes(t.sent)}; error frames ${codes(t.errorFrames)}; closes ${codes(t.closes)}; ${fmt(t.acks)} hostile sends stored; hostile frames/s by phase ${(t.framesPerSecondInWindow ?? []).join(", ")}; normal users refused ${ho.normal.rateLimited}, closed ${ho.normal.closed}; the generator's lag p99 ${ho.baseline.generatorLagMsP99} ms without, ${ho.hostile.generatorLagMsP99} ms with.`,
+    );
+  }
   const failed = Object.entries(r).filter(([, v]) => v?.error);
   if (failed.length > 0) lines.push(`Scenarios that failed to run: ${failed.map(([n]) => n).join(", ")}.`);
   lines.push("");
