@@ -1,35 +1,19 @@
 import { evictDurableObject } from "cloudflare:test";
-import { env, exports } from "cloudflare:workers";
+import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import {
   ChatApiError,
-  ChatClient,
   ConversationSocket,
   type OutboxItem,
   type OutboxStorage,
   type SocketConnector,
   type WebSocketLike,
 } from "../src/client";
-import { eventually, storedMessages, tokenFor, uniqueUser } from "./helpers";
+import { eventually, storedMessages, uniqueUser } from "./helpers";
+import { clientFor, workerdConnector } from "./sdk";
 
 // The outbox of ConversationSocket against the real Worker: ordered under the send rate limit (a bucket of 20,
 // refilled 5 per second), across reconnects, persisted in an injectable storage, its failures visible.
-
-const clientFor = (userId: string) =>
-  new ChatClient({
-    baseUrl: "https://chat.test",
-    token: () => tokenFor(userId),
-    fetch: (r) => exports.default.fetch(r),
-  });
-
-const workerdConnector: SocketConnector = async (url) => {
-  const res = await exports.default.fetch(
-    new Request(url.replace(/^ws/, "http"), { headers: { Upgrade: "websocket" } }),
-  );
-  if (!res.webSocket) throw new ChatApiError(res.status, "network", `upgrade failed: ${res.status}`);
-  res.webSocket.accept();
-  return res.webSocket as unknown as WebSocketLike;
-};
 
 /** A network that is down until `up()`, and records how the server closed each socket. */
 function network(initiallyUp = false) {

@@ -18,23 +18,7 @@ import {
 } from "../src/client";
 import type { ServerFrame } from "../src/schemas";
 import { eventually, fed, projected, seedMessages, storedMessages, tokenFor, uniqueUser } from "./helpers";
-
-/** The SDK against the real Worker: its fetch, and sockets upgraded through it. */
-const clientFor = (userId: string) =>
-  new ChatClient({
-    baseUrl: "https://chat.test",
-    token: () => tokenFor(userId),
-    fetch: (r) => exports.default.fetch(r),
-  });
-
-const workerdConnector: SocketConnector = async (url) => {
-  const res = await exports.default.fetch(
-    new Request(url.replace(/^ws/, "http"), { headers: { Upgrade: "websocket" } }),
-  );
-  if (!res.webSocket) throw new ChatApiError(res.status, "network", `upgrade failed: ${res.status}`);
-  res.webSocket.accept();
-  return res.webSocket as unknown as WebSocketLike;
-};
+import { clientFor, workerdConnector } from "./sdk";
 
 const fast = { connect: workerdConnector, backoff: { initialMs: 20, maxMs: 200 } };
 

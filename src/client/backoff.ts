@@ -24,3 +24,28 @@ export function wakeableSleep(ms: number, onWake: (wake: () => void) => void): P
     });
   });
 }
+
+/**
+ * Runs `attempt` until it resolves, waiting `reconnectDelayMs` after each failure that `retry` accepts (it is
+ * given the error, and says why to whoever shows it); rejects with the first failure it does not accept, or
+ * with the last one once `stopped()` after a wait. `onWait` receives the function that ends a wait early.
+ */
+export async function retrying<T>(
+  attempt: () => Promise<T>,
+  options: {
+    backoff: Backoff;
+    retry: (err: unknown) => boolean;
+    stopped: () => boolean;
+    onWait: (wake: () => void) => void;
+  },
+): Promise<T> {
+  for (let failures = 0; ; failures++) {
+    try {
+      return await attempt();
+    } catch (err) {
+      if (!options.retry(err)) throw err;
+      await wakeableSleep(reconnectDelayMs(options.backoff, failures, 0), options.onWait);
+      if (options.stopped()) throw err;
+    }
+  }
+}

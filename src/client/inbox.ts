@@ -1,8 +1,8 @@
-import type { InboxFrame } from "../schemas";
-import { reconnectDelayMs, wakeableSleep } from "./backoff";
-import { keepAlive } from "./keepalive";
-import { ChatApiError, type ChatClient, type Conversation } from "./rest";
-import { browserConnector, type SocketConnector, type SocketStatus, type WebSocketLike } from "./socket";
+import { reconnectDelayMs, wakeableSleep } from "./backoff.js";
+import type { InboxFrame } from "./contract.js";
+import { keepAlive } from "./keepalive.js";
+import { ChatApiError, type ChatClient, type Conversation } from "./rest.js";
+import { browserConnector, type SocketConnector, type SocketStatus, type WebSocketLike } from "./socket.js";
 
 // The user's inbox: one socket that keeps the whole conversation list live (API.md, "The inbox"), and the
 // pure merge rule that lets an app combine it with REST pages of the list in any order.

@@ -1,5 +1,22 @@
 // The typed client of the chat API: `ChatClient` for REST, `ConversationSocket` for one conversation live,
-// `InboxSocket` for the user's whole conversation list live (merged with `mergeConversation`).
+// `InboxSocket` for the user's whole conversation list live (merged with `mergeConversation`), and two stores
+// for screens built on them: `ConversationList` and `LiveConversation` (React hooks: `edge-chat-client/react`).
+export type {
+  ClientFrame,
+  ConversationPage,
+  ErrorCode,
+  InboxFrame,
+  InboxState,
+  LastMessage,
+  MessagePage,
+  ServerFrame,
+  Ticket,
+} from "./contract.js";
+export {
+  ConversationList,
+  type ConversationListOptions,
+  type ConversationListSnapshot,
+} from "./conversation-list.js";
 export {
   activityOf,
   byActivity,
@@ -11,7 +28,15 @@ export {
   mergeConversations,
   mergeStates,
   removeConversation,
-} from "./inbox";
+} from "./inbox.js";
+export {
+  LiveConversation,
+  type LiveConversationOptions,
+  type LiveConversationSnapshot,
+  type Markers,
+  type MessageStatus,
+  messageStatus,
+} from "./live-conversation.js";
 export {
   defaultOutboxStorage,
   memoryOutboxStorage,
@@ -19,7 +44,7 @@ export {
   type OutboxSnapshot,
   type OutboxState,
   type OutboxStorage,
-} from "./outbox";
+} from "./outbox.js";
 export {
   ChatApiError,
   ChatClient,
@@ -28,7 +53,7 @@ export {
   type Message,
   type Participant,
   type TokenSource,
-} from "./rest";
+} from "./rest.js";
 export {
   ConversationSocket,
   type ConversationSocketEvents,
@@ -37,4 +62,5 @@ export {
   type SocketConnector,
   type SocketStatus,
   type WebSocketLike,
-} from "./socket";
+} from "./socket.js";
+export type { Listener, SnapshotStore } from "./store.js";

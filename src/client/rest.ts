@@ -1,9 +1,15 @@
-import type { ErrorCode } from "../errors";
-import type { ConversationDto, MessageDto, ParticipantDto } from "../schemas";
+import type {
+  Conversation,
+  ConversationPage,
+  ErrorCode,
+  InboxState,
+  Message,
+  MessagePage,
+  Participant,
+  Ticket,
+} from "./contract.js";
 
-export type Conversation = ConversationDto;
-export type Message = MessageDto;
-export type Participant = ParticipantDto;
+export type { Conversation, Message, Participant };
 
 /** A token, or a function that returns a fresh one (called before every request). */
 export type TokenSource = string | (() => string | Promise<string>);
@@ -35,6 +41,13 @@ export class ChatApiError extends Error {
   }
 }
 
+/** Anything thrown, as a ChatApiError (what is not one already is taken for a network failure). */
+export function asChatApiError(err: unknown): ChatApiError {
+  return err instanceof ChatApiError
+    ? err
+    : new ChatApiError(0, "network", err instanceof Error ? err.message : String(err));
+}
+
 const enc = encodeURIComponent;
 
 /** The REST API, one method per route; every failure is a ChatApiError. */
@@ -58,10 +71,7 @@ export class ChatClient {
   }
 
   listConversations(page: { limit?: number; cursor?: string } = {}) {
-    return this.#call<{ conversations: Conversation[]; nextCursor: string | null }>(
-      "GET",
-      `/v1/conversations${query(page)}`,
-    );
+    return this.#call<ConversationPage>("GET", `/v1/conversations${query(page)}`);
   }
 
   getConversation(id: string) {
@@ -79,10 +89,7 @@ export class ChatClient {
 
   /** A page of history: newest first, or oldest first with `after`. */
   history(id: string, page: { before?: number; after?: number; limit?: number } = {}) {
-    return this.#call<{ messages: Message[]; hasMore: boolean }>(
-      "GET",
-      `/v1/conversations/${enc(id)}/messages${query(page)}`,
-    );
+    return this.#call<MessagePage>("GET", `/v1/conversations/${enc(id)}/messages${query(page)}`);
   }
 
   sendMessage(id: string, input: { content: string; localId?: string }) {
@@ -106,16 +113,16 @@ export class ChatClient {
   }
 
   ticket(id: string) {
-    return this.#call<{ ticket: string; expiresAt: string }>("POST", `/v1/conversations/${enc(id)}/ticket`);
+    return this.#call<Ticket>("POST", `/v1/conversations/${enc(id)}/ticket`);
   }
 
   /** The caller's unread totals over all their conversations, and their inbox version. */
   inbox() {
-    return this.#call<{ version: number; unreadTotal: number; unreadConversations: number }>("GET", "/v1/inbox");
+    return this.#call<InboxState>("GET", "/v1/inbox");
   }
 
   inboxTicket() {
-    return this.#call<{ ticket: string; expiresAt: string }>("POST", "/v1/inbox/ticket");
+    return this.#call<Ticket>("POST", "/v1/inbox/ticket");
   }
 
   subscribePush(subscription: { endpoint: string; keys: { p256dh: string; auth: string } }) {

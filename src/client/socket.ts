@@ -1,6 +1,6 @@
-import type { ServerFrame } from "../schemas";
-import { reconnectDelayMs, wakeableSleep } from "./backoff";
-import { keepAlive } from "./keepalive";
+import { reconnectDelayMs, wakeableSleep } from "./backoff.js";
+import type { ClientFrame, ServerFrame } from "./contract.js";
+import { keepAlive } from "./keepalive.js";
 import {
   defaultOutboxStorage,
   Outbox,
@@ -9,8 +9,8 @@ import {
   type OutboxStorage,
   outboxKey,
   tokenSubject,
-} from "./outbox";
-import { ChatApiError, type ChatClient, type Message, type Participant } from "./rest";
+} from "./outbox.js";
+import { ChatApiError, type ChatClient, type Message, type Participant } from "./rest.js";
 
 /** The part of a WebSocket the conversation socket uses: the browser's, Node's, and workerd's all fit. */
 export interface WebSocketLike {
@@ -592,7 +592,7 @@ export class ConversationSocket {
   }
 
   /** Sends a frame if the socket is open; false when it is not (the outbox resends sends after reconnecting). */
-  #frame(frame: object): boolean {
+  #frame(frame: ClientFrame): boolean {
     if (!this.#ws || this.status !== "open") return false;
     try {
       this.#ws.send(JSON.stringify(frame));
