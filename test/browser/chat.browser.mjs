@@ -9,30 +9,24 @@
 // writes the README's picture there instead, so that a plain run (CI) changes no tracked file.
 // Prints one line per scenario and a closing `N passed, M failed`; exits non-zero on any failure. The server
 // is always stopped (its whole process group), and the run is bounded in time.
-import { spawn, spawnSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import net from "node:net";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import {
+  assert,
+  assertEqual,
+  devToken,
+  launchChromium,
+  ROOT,
+  restWith,
+  runScenarios,
+  sleep,
+  startWranglerDev,
+  until,
+} from "./harness.mjs";
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
-const BIN = path.join(ROOT, "node_modules", ".bin");
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const RUN_TIMEOUT_MS = 540_000;
 const SCENARIO_TIMEOUT_MS = 60_000;
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
 
 /** `--screenshot <path>`: where the README's screenshot goes (relative to the repository root). */
 function screenshotArgument(args) {
@@ -56,137 +50,23 @@ const tmp = mkdtempSync(path.join(os.tmpdir(), "edge-chat-browser-"));
 /** Outside the repository and kept after the run, to look at: the run's own `tmp` is removed when it passes. */
 const SHOTS = path.join(os.tmpdir(), "edge-chat-browser-screenshots");
 const SCREENSHOT = screenshotArgument(process.argv.slice(2)) ?? path.join(SHOTS, "demo.png");
+/** Where startWranglerDev writes the server's log. */
 const serverLog = path.join(tmp, "wrangler.log");
-/** Tools on the project's Node 22 (the `node` dev dependency), whatever Node runs this script. */
-const childEnv = {
-  ...process.env,
-  PATH: `${BIN}${path.delimiter}${process.env.PATH ?? ""}`,
-  WRANGLER_SEND_METRICS: "false",
-  NO_COLOR: "1",
-  CI: "1",
-};
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ---- The server ---------------------------------------------------------------------------------------
 
+/** `wrangler dev`, from startWranglerDev: its process group does not outlive this script. */
 let server;
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
-async function startServer() {
-  const persist = path.join(tmp, "state");
-  const migrate = spawnSync(
-    path.join(BIN, "wrangler"),
-    ["d1", "migrations", "apply", "DB", "--local", "--persist-to", persist],
-    { cwd: ROOT, env: childEnv, stdio: ["ignore", "pipe", "pipe"], encoding: "utf8", timeout: 90_000 },
-  );
-  if (migrate.status !== 0) {
-    throw new Error(`migrations failed (${migrate.status ?? migrate.signal}):\n${migrate.stdout}\n${migrate.stderr}`);
-  }
-  // An env file of its own, so a developer's .dev.vars does not change what is tested.
-  const envFile = path.join(tmp, "browser-test.env");
-  writeFileSync(envFile, "# Variables come from --var.\n");
-  const [port, inspectorPort] = [await freePort(), await freePort()];
-  const secret = randomBytes(32).toString("base64url");
-  const log = openSync(serverLog, "a");
-  server = spawn(
-    path.join(BIN, "wrangler"),
-    [
-      "dev",
-      "--ip",
-      "127.0.0.1",
-      "--port",
-      String(port),
-      "--inspector-port",
-      String(inspectorPort),
-      "--persist-to",
-      persist,
-      "--env-file",
-      envFile,
-      "--var",
-      `AUTH_SECRET:${secret}`,
-      "--var",
-      "DEV_AUTH:1",
-      "--show-interactive-dev-session=false",
-    ],
-    // Its own process group, so that stopping it stops workerd and the build too.
-    { cwd: ROOT, env: childEnv, stdio: ["ignore", log, log], detached: true },
-  );
-  const base = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 90_000;
-  for (;;) {
-    if (server.exitCode !== null) throw new Error(`wrangler dev exited with ${server.exitCode}`);
-    try {
-      const res = await fetch(`${base}/health`);
-      if (res.ok) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error("wrangler dev did not answer /health within 90 s");
-    await sleep(250);
-  }
-  return base;
-}
-
-function killServer(signal) {
-  if (!server || server.exitCode !== null || server.signalCode !== null) return;
-  try {
-    process.kill(-server.pid, signal);
-  } catch {
-    // already gone
-  }
-}
-
-async function stopServer() {
-  if (!server || server.exitCode !== null || server.signalCode !== null) return;
-  const exited = new Promise((resolve) => server.once("exit", resolve));
-  killServer("SIGTERM");
-  await Promise.race([exited, sleep(5_000)]);
-  killServer("SIGKILL");
-}
-
-// Whatever happens, the server's process group does not outlive this script.
-process.on("exit", () => killServer("SIGKILL"));
 for (const signal of ["SIGINT", "SIGTERM"]) {
   process.on(signal, () => {
-    killServer("SIGKILL");
+    server?.kill("SIGKILL");
     rmSync(tmp, { recursive: true, force: true });
     process.exit(130);
   });
 }
 
 // ---- Helpers ------------------------------------------------------------------------------------------
-
-/** Polls `check` until it returns a truthy value; fails after `timeoutMs` with `what`. */
-async function until(what, check, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    last = await check();
-    if (last) return last;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(25);
-  }
-}
-
-function assert(condition, message) {
-  if (!condition) throw new Error(message);
-}
-
-function assertEqual(actual, expected, what) {
-  const [a, e] = [JSON.stringify(actual), JSON.stringify(expected)];
-  if (a !== e) throw new Error(`${what}: expected ${e}, got ${a}`);
-}
 
 /** The messages a page shows, in page order. */
 const shown = (page) =>
@@ -391,31 +271,7 @@ function watchConsole(page, name) {
 const describeConsole = (entries) => entries.map((e) => `${e.who}: ${e.text}${e.url ? ` (${e.url})` : ""}`);
 
 /** A token and REST calls from outside the page, through the same dev endpoint. */
-async function restAs(base, userId) {
-  const res = await fetch(`${base}/dev/token`, {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ userId }),
-  });
-  assert(res.ok, `POST /dev/token answered ${res.status}`);
-  const { token } = await res.json();
-  return async (method, route, body) => {
-    for (;;) {
-      const response = await fetch(`${base}${route}`, {
-        method,
-        headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      if (response.status === 429) {
-        await sleep(Number(response.headers.get("Retry-After") ?? 1) * 1000);
-        continue;
-      }
-      const json = response.status === 204 ? undefined : await response.json();
-      assert(response.ok, `${method} ${route} answered ${response.status}: ${JSON.stringify(json)}`);
-      return json;
-    }
-  };
-}
+const restAs = async (base, userId) => restWith(base, await devToken(base, userId));
 
 // ---- The scenarios ------------------------------------------------------------------------------------
 
@@ -1099,25 +955,14 @@ const scenarios = [
 
 // ---- The run ------------------------------------------------------------------------------------------
 
-let passed = 0;
-let failed = 0;
+let result = { passed: 0, failed: scenarios.length };
 let browser;
 
 const runTimer = setTimeout(() => {
   console.error(`The browser tests did not finish within ${RUN_TIMEOUT_MS / 1000} s; server log: ${serverLog}`);
-  killServer("SIGKILL");
+  server?.kill("SIGKILL");
   process.exit(1);
 }, RUN_TIMEOUT_MS);
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what} took over ${ms / 1000} s`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
 
 async function openPage(name, viewport = { width: 1000, height: 620 }) {
   const context = await browser.newContext({ viewport, deviceScaleFactor: 1 });
@@ -1132,40 +977,42 @@ async function openPage(name, viewport = { width: 1000, height: 620 }) {
   return page;
 }
 
+/** How many console errors there were when the running scenario began. */
+let errorsBefore = 0;
+
 try {
-  state.base = await startServer();
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 60_000 });
+  server = await startWranglerDev(tmp);
+  state.base = server.base;
+  browser = await launchChromium();
   state.alice = await openPage("alice");
   state.bob = await openPage("bob");
-  for (const [index, [name, run]] of scenarios.entries()) {
-    const startedAt = Date.now();
-    const errorsBefore = consoleErrors.length;
-    try {
-      await withTimeout(run(), SCENARIO_TIMEOUT_MS, "the scenario").finally(() => {
-        expectedLines.length = 0;
-      });
+  result = await runScenarios(scenarios, {
+    timeoutMs: SCENARIO_TIMEOUT_MS,
+    begin: () => {
+      errorsBefore = consoleErrors.length;
+    },
+    settle: () => {
+      expectedLines.length = 0;
+    },
+    check: async () => {
       const logged = describeConsole(consoleErrors.slice(errorsBefore));
       assert(logged.length === 0, `console errors during the scenario:\n${logged.join("\n")}`);
-      passed++;
-      console.log(`ok ${index + 1} - ${name} (${Date.now() - startedAt} ms)`);
-    } catch (error) {
-      failed++;
-      console.log(`not ok ${index + 1} - ${name}\n  ${String(error?.stack ?? error).replace(/\n/g, "\n  ")}`);
+    },
+    onFailure: async (index) => {
       for (const who of ["alice", "bob", "phone"]) {
         await state[who]?.screenshot({ path: path.join(tmp, `failed-${index + 1}-${who}.png`) }).catch(() => {});
       }
-    }
-  }
+    },
+  });
 } catch (error) {
-  failed = scenarios.length - passed;
   console.log(`not ok - setup: ${String(error?.stack ?? error)}`);
 } finally {
   await browser?.close().catch(() => {});
-  await stopServer();
+  await server?.stop();
   clearTimeout(runTimer);
 }
 
-if (failed > 0) {
+if (result.failed > 0) {
   console.log(`# kept for a look: ${tmp} (server log, screenshots of failed scenarios)`);
   try {
     console.log(`# server log, last lines:\n${readFileSync(serverLog, "utf8").split("\n").slice(-30).join("\n")}`);
@@ -1177,5 +1024,5 @@ if (failed > 0) {
 }
 if (consoleErrors.length > 0)
   console.log(`# console errors of the pages:\n${describeConsole(consoleErrors).join("\n")}`);
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed > 0 ? 1 : 0);
+console.log(`${result.passed} passed, ${result.failed} failed`);
+process.exit(result.failed > 0 ? 1 : 0);
