@@ -543,7 +543,10 @@ class ConversationView {
   }
 
   discard(localId: string) {
-    this.socket.discard(localId);
+    if (!this.socket.discard(localId)) return;
+    // After a removal the socket tells nothing more: redraw from what its outbox holds now.
+    this.#outbox = { ...this.#outbox, entries: this.socket.outbox() };
+    this.render("keep");
   }
 
   async loadOlder() {
@@ -670,7 +673,7 @@ class ConversationView {
 
   /** The outbox's messages after the stored ones, in the order written, each with its state. */
   #unsentItems(): HTMLLIElement[] {
-    // After a removal the socket is closed for good: its outbox can no longer be retried or discarded.
+    // After a removal the socket is closed for good: what is unsent can no longer be retried, only discarded.
     const canAct = this.socket.status !== "closed";
     const drawn = new Map<string, { key: string; item: HTMLLIElement }>();
     const items = this.#outbox.entries.map((entry) => {
@@ -700,8 +703,8 @@ class ConversationView {
     ] as const) {
       button.type = "button";
       button.dataset.action = action;
-      button.disabled = !canAct;
     }
+    retry.disabled = !canAct;
     const why = element("span", { className: "reason", text: `Not sent: ${failureText(entry)}` });
     item.append(element("div", { className: "failure" }, why, retry, discard));
     return item;

@@ -254,7 +254,12 @@ describe("ConversationSocket outbox: failures are visible", () => {
     expect(b.outbox()).toMatchObject([{ content: "never arrives", state: "failed", error: { code: "not_found" } }]);
     expect(events.at(-1)).toBe("closed 4403");
     await eventually(() => [...data.values()][0]?.includes("not_found"), 2_000, "the failure to be saved");
-    expect(b.retry(b.outbox()[0]?.localId ?? "")).toBe(false);
+    const localId = b.outbox()[0]?.localId ?? "";
+    expect(b.retry(localId)).toBe(false);
+    // What can never be sent can still be let go of, here and in the saved copy: it must not stay for ever.
+    expect(b.discard(localId)).toBe(true);
+    expect(b.outbox()).toEqual([]);
+    await eventually(() => [...data.values()].every((v) => !v.includes("never arrives")), 2_000, "the saved copy");
   });
 
   it("marks a message over the frame limit failed when the server closes on it (1009), and goes on", async () => {

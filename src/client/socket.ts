@@ -124,6 +124,8 @@ export class ConversationSocket {
   #ws: WebSocketLike | undefined;
   /** Set by `close()` or a removal: nothing connects, sends or pages any more. */
   #stopped = false;
+  /** Stopped by a removal: its outbox stays open for `discard` alone (nothing else can change it any more). */
+  #removed = false;
   /** `closed` was emitted: no event follows it. */
   #silent = false;
   #everOpen = false;
@@ -246,9 +248,12 @@ export class ConversationSocket {
     return true;
   }
 
-  /** Drops a failed message from the outbox (and its saved copy); false when there is no failed one by that id. */
+  /**
+   * Drops a failed message from the outbox (and its saved copy); false when there is no failed one by that id.
+   * Also after a removal, which leaves every unsent message failed for good: they must not stay saved for ever.
+   */
   discard(localId: string): boolean {
-    if (this.#stopped || this.#outbox.find(localId)?.state !== "failed") return false;
+    if ((this.#stopped && !this.#removed) || this.#outbox.find(localId)?.state !== "failed") return false;
     return this.#outbox.remove(localId);
   }
 
@@ -615,7 +620,8 @@ export class ConversationSocket {
     }
     // A refused token may be renewed: those stay queued for the next socket.
     this.#rejectWaiters(error);
-    this.#outbox.close();
+    this.#removed = errorCode === "not_found";
+    if (!this.#removed) this.#outbox.close();
     this.#finish(code, reason);
   }
 

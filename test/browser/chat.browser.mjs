@@ -859,11 +859,11 @@ const scenarios = [
         10_000,
       );
       assertEqual(failed.content, text, "the message shown as not sent");
-      // The SDK's socket is closed for good: it can neither retry nor discard, so the page offers neither.
+      // The SDK's socket is closed for good: it cannot retry, so the page offers only Discard.
       assertEqual(
         await bob.$$eval("#messages li.pending.failed button", (buttons) => buttons.map((b) => b.disabled)),
-        [true, true],
-        "Retry and Discard disabled",
+        [true, false],
+        "Retry disabled, Discard enabled",
       );
       const line = (await bob.textContent("#conversation-error")) ?? "";
       assert(line.includes("no longer in this conversation"), `the error line says: ${line}`);
@@ -871,7 +871,15 @@ const scenarios = [
       await until("the conversation to leave bob's list", async () => !(await listIds(bob)).includes(group.id), 5_000);
       assertEqual((await storedAmong(group.id, [text])).length, 0, "stored after the removal");
       await shot(bob, "removed");
-      console.log(`#   removed: "${failed.reason}"; the line above the composer: "${line}"`);
+      // What can never be sent can still be let go of: it leaves the page and the browser's storage.
+      await bob.click("#messages li.pending.failed button[data-action=discard]");
+      await until("the discarded message to leave the page", async () => (await unsent(bob)).length === 0, 3_000);
+      const kept = await bob.evaluate(
+        (t) => Object.keys(localStorage).filter((key) => (localStorage.getItem(key) ?? "").includes(t)),
+        text,
+      );
+      assertEqual(kept, [], "saved copies of the discarded message");
+      console.log(`#   removed: "${failed.reason}"; the line above the composer: "${line}"; discarded`);
 
       await bob.evaluate((id) => {
         location.hash = encodeURIComponent(id);
