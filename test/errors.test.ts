@@ -251,23 +251,33 @@ describe("storage failures through the app", () => {
 
 describe("a reply lost between the Worker and the room", () => {
   /**
-   * The rooms as the Worker reaches them, except that the next `lose` sends are carried out by the room and
-   * their replies then lost (the room restarting, or the connection dropping), as the platform reports it.
+   * The rooms as the Worker reaches them, except that the next `lose` sends fail as `lost` says: by default
+   * carried out by the room and their replies then lost (the room restarting, or the connection dropping);
+   * an overloaded room's refusal comes before the call runs.
    */
-  function lossyRooms(lose: number) {
+  function lossyRooms(
+    lose: number,
+    lost = () => Object.assign(new Error("Network connection lost."), { retryable: true }),
+  ) {
     let left = lose;
-    return {
+    const rooms = {
+      calls: 0,
       getByName(name: string) {
         const room = env.ROOMS.getByName(name);
         return {
           async sendMessage(input: Parameters<typeof room.sendMessage>[0]) {
+            rooms.calls++;
+            const error = left-- > 0 ? lost() : null;
+            // An overloaded room refuses the call before running it; a lost reply comes after it ran.
+            if (error && Reflect.get(error, "overloaded") === true) throw error;
             const result = await room.sendMessage(input);
-            if (left-- > 0) throw Object.assign(new Error("Network connection lost."), { retryable: true });
+            if (error) throw error;
             return result;
           },
         };
       },
-    } as unknown as typeof env.ROOMS;
+    };
+    return rooms as unknown as typeof env.ROOMS & { calls: number };
   }
 
   async function sendThrough(rooms: typeof env.ROOMS, conversationId: string, as: string, body: unknown) {
@@ -307,6 +317,21 @@ describe("a reply lost between the Worker and the room", () => {
     expect([200, 201]).toContain(res.status);
     expect(((await res.json()) as MessageDto).localId).toBe("l-1");
     expect(await storedMessages(conv.id)).toHaveLength(1);
+  });
+
+  it("does not call an overloaded room again at once: 503, and the call made once", async () => {
+    const alice = uniqueUser("alice");
+    const conv = await createConversation(alice, [uniqueUser("bob")]);
+    const overloaded = () =>
+      Object.assign(new Error("Durable Object is overloaded. Too many requests queued."), {
+        retryable: true,
+        overloaded: true,
+      });
+    const rooms = lossyRooms(1, overloaded);
+    const res = await sendThrough(rooms, conv.id, alice, { content: "busy" });
+    await expectCleanError(res, 503, "unavailable");
+    expect(rooms.calls).toBe(1);
+    expect(await storedMessages(conv.id)).toEqual([]);
   });
 
   it("says 503 with outcome unknown when the retry is lost too, and the message is stored at most once", async () => {

@@ -18,10 +18,14 @@ export function unwrap<T>(result: RoomResult<T>): T {
   return result.value;
 }
 
-/** A call that failed between the Worker and the room (a restart, a lost connection): it may have run. */
+/**
+ * A call that failed between the Worker and the room (a restart, a lost connection): it may have run. An
+ * overloaded room is not called again at once.
+ */
 const lostOnTheWay = (err: unknown) =>
-  isStorageUnavailable(err) ||
-  (err instanceof Error && Reflect.get(err, "retryable") === true && Reflect.get(err, "overloaded") !== true);
+  err instanceof Error &&
+  Reflect.get(err, "overloaded") !== true &&
+  (Reflect.get(err, "retryable") === true || isStorageUnavailable(err));
 
 /**
  * An idempotent room call, tried again once when the first was lost on the way. When the second is lost too,
