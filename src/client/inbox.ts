@@ -1,5 +1,6 @@
 import { reconnectDelayMs, wakeableSleep } from "./backoff.js";
 import type { InboxFrame } from "./contract.js";
+import { Listeners, watchNetwork } from "./events.js";
 import { keepAlive } from "./keepalive.js";
 import { ChatApiError, type ChatClient, type Conversation } from "./rest.js";
 import { browserConnector, type SocketConnector, type SocketStatus, type WebSocketLike } from "./socket.js";
@@ -63,7 +64,7 @@ export class InboxSocket {
   readonly #client: ChatClient;
   readonly #connect: SocketConnector;
   readonly #options: Required<Pick<InboxSocketOptions, "pingIntervalMs" | "pongTimeoutMs" | "backoff">>;
-  readonly #listeners = new Map<keyof InboxSocketEvents, Set<(value: never) => void>>();
+  readonly #listeners = new Listeners<InboxSocketEvents>();
   #ws: WebSocketLike | undefined;
   #stopped = false;
   #wake: (() => void) | undefined;
@@ -81,35 +82,17 @@ export class InboxSocket {
       pongTimeoutMs: options.pongTimeoutMs ?? 10_000,
       backoff: options.backoff ?? { initialMs: 500, maxMs: 30_000 },
     };
-    this.#unwatch = this.#watchNetwork();
+    this.#unwatch = watchNetwork(
+      () => this.#ws?.close(4000, "offline"),
+      () => {
+        if (!this.#stopped) this.reconnect();
+      },
+    );
     void this.#run();
   }
 
-  /** In a browser: drop the socket when the device goes offline, and reconnect at once when it is back. */
-  #watchNetwork(): () => void {
-    const page = globalThis as {
-      document?: unknown;
-      addEventListener?: (type: string, listener: () => void) => void;
-      removeEventListener?: (type: string, listener: () => void) => void;
-    };
-    if (!page.document || !page.addEventListener) return () => {};
-    const offline = () => this.#ws?.close(4000, "offline");
-    const online = () => {
-      if (!this.#stopped) this.reconnect();
-    };
-    page.addEventListener("offline", offline);
-    page.addEventListener("online", online);
-    return () => {
-      page.removeEventListener?.("offline", offline);
-      page.removeEventListener?.("online", online);
-    };
-  }
-
   on<K extends keyof InboxSocketEvents>(event: K, listener: (value: InboxSocketEvents[K]) => void) {
-    const set = this.#listeners.get(event) ?? new Set();
-    this.#listeners.set(event, set);
-    set.add(listener as (value: never) => void);
-    return () => set.delete(listener as (value: never) => void);
+    return this.#listeners.on(event, listener);
   }
 
   /** Drops the current connection and connects again now, without waiting out the backoff. */
@@ -255,7 +238,7 @@ export class InboxSocket {
   }
 
   #emit<K extends keyof InboxSocketEvents>(event: K, value: InboxSocketEvents[K]): void {
-    for (const listener of this.#listeners.get(event) ?? []) (listener as (v: typeof value) => void)(value);
+    this.#listeners.emit(event, value);
   }
 }
 

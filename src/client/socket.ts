@@ -1,5 +1,6 @@
 import { reconnectDelayMs, wakeableSleep } from "./backoff.js";
 import type { ClientFrame, ServerFrame } from "./contract.js";
+import { Listeners, watchNetwork } from "./events.js";
 import { keepAlive } from "./keepalive.js";
 import {
   defaultOutboxStorage,
@@ -112,7 +113,7 @@ export class ConversationSocket {
   readonly #conversationId: string;
   readonly #connect: SocketConnector;
   readonly #options: Required<Pick<ConversationSocketOptions, "pingIntervalMs" | "pongTimeoutMs" | "backoff">>;
-  readonly #listeners = new Map<keyof ConversationSocketEvents, Set<(value: never) => void>>();
+  readonly #listeners = new Listeners<ConversationSocketEvents>();
   readonly #outbox: Outbox;
   /** One promise per localId in the outbox, for the `send` calls that asked for it. */
   readonly #waiters = new Map<string, Waiter>();
@@ -165,7 +166,12 @@ export class ConversationSocket {
       }
       this.#pump();
     });
-    this.#unwatch = this.#watchNetwork();
+    this.#unwatch = watchNetwork(
+      () => this.#ws?.close(4000, "offline"),
+      () => {
+        if (!this.#stopped) this.reconnect();
+      },
+    );
     void this.#run();
   }
 
@@ -174,31 +180,8 @@ export class ConversationSocket {
     return outboxKey(this.#client.baseUrl, user, this.#conversationId);
   }
 
-  /** In a browser: drop the socket when the device goes offline, and reconnect at once when it is back. */
-  #watchNetwork(): () => void {
-    const page = globalThis as {
-      document?: unknown;
-      addEventListener?: (type: string, listener: () => void) => void;
-      removeEventListener?: (type: string, listener: () => void) => void;
-    };
-    if (!page.document || !page.addEventListener) return () => {};
-    const offline = () => this.#ws?.close(4000, "offline");
-    const online = () => {
-      if (!this.#stopped) this.reconnect();
-    };
-    page.addEventListener("offline", offline);
-    page.addEventListener("online", online);
-    return () => {
-      page.removeEventListener?.("offline", offline);
-      page.removeEventListener?.("online", online);
-    };
-  }
-
   on<K extends keyof ConversationSocketEvents>(event: K, listener: (value: ConversationSocketEvents[K]) => void) {
-    const set = this.#listeners.get(event) ?? new Set();
-    this.#listeners.set(event, set);
-    set.add(listener as (value: never) => void);
-    return () => set.delete(listener as (value: never) => void);
+    return this.#listeners.on(event, listener);
   }
 
   /**
@@ -649,6 +632,6 @@ export class ConversationSocket {
 
   #emit<K extends keyof ConversationSocketEvents>(event: K, value: ConversationSocketEvents[K]): void {
     if (this.#silent) return;
-    for (const listener of this.#listeners.get(event) ?? []) (listener as (v: typeof value) => void)(value);
+    this.#listeners.emit(event, value);
   }
 }
