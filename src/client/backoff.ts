@@ -26,6 +26,52 @@ export function wakeableSleep(ms: number, onWake: (wake: () => void) => void): P
 }
 
 /**
+ * A socket's reconnects: the attempts since its last good connection, and the wait before the next one, which
+ * `now()` ends early (or skips, when none is under way) and `wake()` ends (the socket closes for good).
+ */
+export class Reconnects {
+  #attempt = 0;
+  #now = false;
+  #wake: (() => void) | undefined;
+
+  constructor(private readonly backoff: Backoff) {}
+
+  /** Failed attempts since the last good connection (0: the next is the first). */
+  get attempt(): number {
+    return this.#attempt;
+  }
+
+  /** A connection worked: the next failure waits the shortest time again. */
+  succeeded(): void {
+    this.#attempt = 0;
+  }
+
+  /** Reconnect without waiting out the backoff. */
+  now(): void {
+    this.#now = true;
+    this.#wake?.();
+  }
+
+  /** Ends a wait under way. */
+  wake(): void {
+    this.#wake?.();
+  }
+
+  /** The wait after a connection closed with `closeCode`, unless a reconnect was asked for now. */
+  async wait(closeCode: number): Promise<void> {
+    if (this.#now) {
+      this.#now = false;
+      this.#attempt = 0;
+      return;
+    }
+    await wakeableSleep(reconnectDelayMs(this.backoff, this.#attempt++, closeCode), (wake) => {
+      this.#wake = wake;
+    });
+    this.#wake = undefined;
+  }
+}
+
+/**
  * Runs `attempt` until it resolves, waiting `reconnectDelayMs` after each failure that `retry` accepts (it is
  * given the error, and says why to whoever shows it); rejects with the first failure it does not accept, or
  * with the last one once `stopped()` after a wait. `onWait` receives the function that ends a wait early.

@@ -1,4 +1,4 @@
-import { reconnectDelayMs, wakeableSleep } from "./backoff.js";
+import { Reconnects } from "./backoff.js";
 import type { InboxFrame } from "./contract.js";
 import { Listeners, watchNetwork } from "./events.js";
 import { keepAlive } from "./keepalive.js";
@@ -67,11 +67,10 @@ export class InboxSocket {
   readonly #listeners = new Listeners<InboxSocketEvents>();
   #ws: WebSocketLike | undefined;
   #stopped = false;
-  #wake: (() => void) | undefined;
-  #reconnectNow = false;
   /** The version `inbox_ready` gave on the current connection: where live frames start after a resync. */
   #readyVersion = 0;
   readonly #unwatch: () => void;
+  readonly #reconnects: Reconnects;
 
   constructor(client: ChatClient, options: InboxSocketOptions = {}) {
     this.#client = client;
@@ -82,6 +81,7 @@ export class InboxSocket {
       pongTimeoutMs: options.pongTimeoutMs ?? 10_000,
       backoff: options.backoff ?? { initialMs: 500, maxMs: 30_000 },
     };
+    this.#reconnects = new Reconnects(this.#options.backoff);
     this.#unwatch = watchNetwork(
       () => this.#ws?.close(4000, "offline"),
       () => {
@@ -97,8 +97,7 @@ export class InboxSocket {
 
   /** Drops the current connection and connects again now, without waiting out the backoff. */
   reconnect(): void {
-    this.#reconnectNow = true;
-    this.#wake?.();
+    this.#reconnects.now();
     this.#ws?.close(4000, "reconnecting");
   }
 
@@ -106,16 +105,15 @@ export class InboxSocket {
   close(): void {
     if (this.#stopped) return;
     this.#end(1000, "closed by the client");
-    this.#wake?.();
+    this.#reconnects.wake();
     this.#ws?.close(1000, "closed by the client");
   }
 
   // ---- Connection lifecycle ---------------------------------------------------------------------------
 
   async #run(): Promise<void> {
-    let attempt = 0;
     while (!this.#stopped) {
-      this.#setStatus(attempt === 0 && this.totals === undefined ? "connecting" : "reconnecting");
+      this.#setStatus(this.#reconnects.attempt === 0 && this.totals === undefined ? "connecting" : "reconnecting");
       let closeCode = 1006;
       let refused: ChatApiError | undefined;
       try {
@@ -124,9 +122,7 @@ export class InboxSocket {
           ws.close(1000, "closed by the client");
           return;
         }
-        closeCode = await this.#session(ws, () => {
-          attempt = 0;
-        });
+        closeCode = await this.#session(ws, () => this.#reconnects.succeeded());
       } catch (err) {
         // A token the service refuses: retrying cannot help.
         if (err instanceof ChatApiError && err.code === "unauthenticated") refused = err;
@@ -134,16 +130,7 @@ export class InboxSocket {
       if (this.#stopped) return;
       if (refused) return this.#end(4401, refused.message);
       this.#setStatus("reconnecting");
-      if (this.#reconnectNow) {
-        this.#reconnectNow = false;
-        attempt = 0;
-        continue;
-      }
-      const delay = reconnectDelayMs(this.#options.backoff, attempt++, closeCode);
-      await wakeableSleep(delay, (wake) => {
-        this.#wake = wake;
-      });
-      this.#wake = undefined;
+      await this.#reconnects.wait(closeCode);
     }
   }
 

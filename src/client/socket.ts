@@ -1,4 +1,4 @@
-import { reconnectDelayMs, wakeableSleep } from "./backoff.js";
+import { Reconnects, reconnectDelayMs, wakeableSleep } from "./backoff.js";
 import type { ClientFrame, ServerFrame } from "./contract.js";
 import { Listeners, watchNetwork } from "./events.js";
 import { keepAlive } from "./keepalive.js";
@@ -141,10 +141,10 @@ export class ConversationSocket {
   #unavailable = 0;
   /** A resync is paging history. */
   #paging = false;
-  /** End the current waits early: the reconnect backoff, a resync page's retry. */
-  #wake: (() => void) | undefined;
+  /** Ends a resync page's wait for its retry early. */
   #wakePaging: (() => void) | undefined;
-  #reconnectNow = false;
+  /** The reconnect backoff, and its wait. */
+  readonly #reconnects: Reconnects;
 
   constructor(client: ChatClient, conversationId: string, options: ConversationSocketOptions = {}) {
     this.#client = client;
@@ -157,6 +157,7 @@ export class ConversationSocket {
       pongTimeoutMs: options.pongTimeoutMs ?? 10_000,
       backoff: options.backoff ?? { initialMs: 500, maxMs: 30_000 },
     };
+    this.#reconnects = new Reconnects(this.#options.backoff);
     this.#outbox = new Outbox(options.storage ?? defaultOutboxStorage(), this.#storageKey(options.userId), () =>
       this.#emit("outbox", this.#outbox.snapshot()),
     );
@@ -262,8 +263,7 @@ export class ConversationSocket {
    * device comes back online); what was missed is replayed and the outbox resent as after any reconnect. */
   reconnect(): void {
     if (this.#stopped) return;
-    this.#reconnectNow = true;
-    this.#wake?.();
+    this.#reconnects.now();
     this.#ws?.close(4000, "reconnecting");
   }
 
@@ -287,9 +287,8 @@ export class ConversationSocket {
   // ---- Connection lifecycle ---------------------------------------------------------------------------
 
   async #run(): Promise<void> {
-    let attempt = 0;
     while (!this.#stopped) {
-      this.#setStatus(attempt === 0 && !this.#everOpen ? "connecting" : "reconnecting");
+      this.#setStatus(this.#reconnects.attempt === 0 && !this.#everOpen ? "connecting" : "reconnecting");
       let closeCode = 1006;
       try {
         const since = this.lastSeq >= 0 ? this.lastSeq : undefined;
@@ -301,9 +300,7 @@ export class ConversationSocket {
           ws.close(1000, "closed by the client");
           return;
         }
-        closeCode = await this.#session(ws, () => {
-          attempt = 0;
-        });
+        closeCode = await this.#session(ws, () => this.#reconnects.succeeded());
       } catch (err) {
         // Not a participant (any more), or a bad token: retrying cannot help.
         if (
@@ -317,16 +314,7 @@ export class ConversationSocket {
       if (this.#stopped) return;
       if (closeCode === 4403) return this.#end(4403, "removed from the conversation", "not_found");
       this.#setStatus("reconnecting");
-      if (this.#reconnectNow) {
-        this.#reconnectNow = false;
-        attempt = 0;
-        continue;
-      }
-      const delay = reconnectDelayMs(this.#options.backoff, attempt++, closeCode);
-      await wakeableSleep(delay, (wake) => {
-        this.#wake = wake;
-      });
-      this.#wake = undefined;
+      await this.#reconnects.wait(closeCode);
     }
   }
 
@@ -614,7 +602,7 @@ export class ConversationSocket {
     this.#unwatch();
     clearTimeout(this.#pause);
     this.#pause = undefined;
-    this.#wake?.();
+    this.#reconnects.wake();
     this.#wakePaging?.();
   }
 
